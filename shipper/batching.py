@@ -1,0 +1,74 @@
+"""Batches from a stream: whichever of item count, bytes or delay since the first item comes first.
+
+`batches()` drains what is already waiting without awaiting (cheap under load), waits with a deadline
+only when the stream is empty, and yields an empty batch every `idle_tick` seconds of silence so its
+consumer can run timers (tail-sampling decisions) without a second task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+__all__ = ["batches"]
+
+T = TypeVar("T")
+
+
+async def batches(
+    stream: MemoryObjectReceiveStream[T],
+    *,
+    max_items: int,
+    max_bytes: int,
+    max_delay: float,
+    size_of: Callable[[T], tuple[int, int]],
+    idle_tick: float | None = None,
+) -> AsyncIterator[list[T]]:
+    """Yield lists of stream items; `size_of(item)` gives its (count, bytes). Ends when the stream closes."""
+    while True:
+        got = False
+        try:
+            with anyio.move_on_after(idle_tick if idle_tick is not None else float("inf")):
+                first = await stream.receive()
+                got = True
+        except anyio.EndOfStream:
+            return
+        if not got:
+            yield []
+            continue
+        batch: list[T] = []
+        batch.append(first)
+        count, size = size_of(first)
+        deadline = anyio.current_time() + max_delay
+        ended = False
+        while count < max_items and size < max_bytes:
+            try:
+                item = stream.receive_nowait()
+            except anyio.WouldBlock:
+                remaining = deadline - anyio.current_time()
+                if remaining <= 0:
+                    break
+                with anyio.move_on_after(remaining):
+                    try:
+                        item = await stream.receive()
+                    except anyio.EndOfStream:
+                        ended = True
+                        break
+                    batch.append(item)
+                    n, b = size_of(item)
+                    count += n
+                    size += b
+                continue
+            except anyio.EndOfStream:
+                ended = True
+                break
+            batch.append(item)
+            n, b = size_of(item)
+            count += n
+            size += b
+        yield batch
+        if ended:
+            return

@@ -1,0 +1,169 @@
+"""The `shipper` command line: run, check, status, reload, emit (SPEC §6). Exit 0 ok, 1 error, 2 usage."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", metavar="FILE", default=os.environ.get("SHIPPER_CONFIG"),
+                        help="the YAML config (default: $SHIPPER_CONFIG, else the embedded default)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shipper", description="A local trace shipper for LLM apps.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon in the foreground")
+    _config_arg(run)
+
+    check = sub.add_parser("check", help="validate a config; print every problem")
+    _config_arg(check)
+    check.add_argument("--explain", metavar="RECORD", help="a record (JSON file) to run through the processors")
+
+    for name, text in (("status", "counts of the running daemon"), ("reload", "re-read the config (SIGHUP)")):
+        cmd = sub.add_parser(name, help=text)
+        _config_arg(cmd)
+        cmd.add_argument("--control", metavar="PATH", default=os.environ.get("SHIPPER_CONTROL"),
+                         help="the daemon's control socket (default: derived from the config)")
+        if name == "status":
+            cmd.add_argument("--json", action="store_true", help="print JSON")
+
+    emit = sub.add_parser("emit", help="send an example trace through the client shim")
+    emit.add_argument("--service", default="shipper-emit", help="service name of the example spans")
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"shipper: {message}", file=sys.stderr)
+    return 1
+
+
+def _load(path: str | None) -> Any:
+    from shipper.config import load_config
+
+    return load_config(path)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import anyio
+
+    from shipper.errors import ConfigError
+    from shipper.pipeline import Pipeline
+
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        return 1
+    logging.basicConfig(stream=sys.stderr, level=config.settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        pipeline = Pipeline(config, args.config)
+        anyio.run(pipeline.run)
+    except ConfigError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from shipper.errors import ConfigError
+
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        return 1
+    if args.explain:
+        try:
+            from shipper.explain import explain
+        except ImportError:
+            return _fail("--explain is not available in this version")
+        return explain(config, args.explain)
+
+    def names(specs: list[Any]) -> str:
+        return ", ".join(f"{s.name} ({s.type})" if s.name != s.type else s.type for s in specs) or "none"
+
+    print(f"{config.source}: ok")
+    print(f"  receivers:  {names(config.receivers)}")
+    print(f"  processors: {names(config.processors)}")
+    print(f"  exporters:  {names(config.exporters)}")
+    return 0
+
+
+def _control_path(args: argparse.Namespace) -> str:
+    if args.control:
+        return args.control
+    from shipper.pipeline import control_path
+
+    return control_path(_load(args.config))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import orjson
+
+    from shipper.control import request
+    from shipper.errors import ShipperError
+
+    try:
+        answer = request(_control_path(args), "status")
+    except ShipperError as exc:
+        return _fail(str(exc))
+    status = answer.get("status", {})
+    if args.json:
+        print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    print(f"shipper pid {status.get('pid')}, up {status.get('uptime_s', 0):.0f}s, config {status.get('config')}")
+    pipeline = status.get("pipeline", {})
+    print(f"  pipeline: received {pipeline.get('received', 0)}, processed {pipeline.get('processed', 0)}")
+    for section in ("receivers", "exporters"):
+        print(f"  {section}:")
+        for name, figures in status.get(section, {}).items():
+            parts = ", ".join(f"{k} {v}" for k, v in figures.items() if not isinstance(v, dict))
+            print(f"    {name}: {parts}")
+            for key in ("malformed", "dropped"):
+                if figures.get(key):
+                    print(f"      {key}: " + ", ".join(f"{r} {n}" for r, n in sorted(figures[key].items())))
+    dropped = status.get("dropped") or {}
+    print("  dropped: " + (", ".join(f"{r} {n}" for r, n in sorted(dropped.items())) or "none"))
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from shipper.control import request
+    from shipper.errors import ShipperError
+
+    try:
+        answer = request(_control_path(args), "reload")
+    except ShipperError as exc:
+        return _fail(str(exc))
+    if not answer.get("ok"):
+        print("reload refused; the running config stays:", file=sys.stderr)
+        print("\n".join(answer.get("problems", [])), file=sys.stderr)
+        return 1
+    print("reloaded")
+    return 0
+
+
+def cmd_emit(args: argparse.Namespace) -> int:
+    from shipper.emit import emit_example
+
+    return emit_example(args.service)
+
+
+COMMANDS = {"run": cmd_run, "check": cmd_check, "status": cmd_status, "reload": cmd_reload, "emit": cmd_emit}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `shipper` script."""
+    args = _parser().parse_args(argv)
+    return COMMANDS[args.command](args)

@@ -1,0 +1,80 @@
+"""The small interfaces every receiver, processor and exporter shares, and what they are given.
+
+- A **receiver** is opened (binds: after `open()` senders can connect), then `run(deliver)` hands each
+  `Intake` to `deliver` (which applies backpressure) until cancelled; the pipeline calls `commit(mark)`
+  once every record of that intake (and all before it) is safely in every exporter's hands, so a
+  receiver with durable input (the spool) advances its checkpoint only then.
+- A **processor** is a callable mapping a batch to a batch (`list[Span] -> list[Span]`); it counts what
+  it drops. One that holds spans back (tail sampling) also has `flush(force) -> list[Span]`.
+- An **exporter** sends one batch: `export(batch)` returns when the backend took it, or raises
+  `RetryableExportError` / `PermanentExportError` (shipper.errors) to say what can be retried.
+Each has `open()` and an idempotent `aclose()`; `aclose()` is safe without `open()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from shipper.record import Reject, Span
+from shipper.stats import Counters
+
+__all__ = ["Context", "Deliver", "Exporter", "Intake", "Processor", "Receiver"]
+
+
+@dataclass(slots=True)
+class Intake:
+    """What a receiver yields: decoded records, rejected lines, and a mark to commit later."""
+
+    records: list[Span]
+    rejects: list[Reject] = field(default_factory=list)
+    mark: Any = None
+    source: str = ""
+    size: int = 0
+
+
+Deliver = Callable[[Intake], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What every component is built with: its name, the state directory, its counters."""
+
+    name: str
+    state_dir: Path
+    counters: Counters
+    max_record_bytes: int = 16 * 1024 * 1024
+
+
+class Receiver(Protocol):
+    """Yields intakes; commits marks once their records are safe."""
+
+    async def open(self) -> None: ...
+
+    async def run(self, deliver: Deliver) -> None: ...
+
+    async def commit(self, mark: Any) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Processor(Protocol):
+    """Maps a batch to a batch."""
+
+    def __call__(self, batch: list[Span]) -> list[Span]: ...
+
+
+class Exporter(Protocol):
+    """Sends one batch, or raises an ExportError saying whether it can be retried."""
+
+    async def open(self) -> None: ...
+
+    async def export(self, batch: list[Span]) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+ProcessorFactory = Callable[[Any, Context], Processor]

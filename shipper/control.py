@@ -1,0 +1,124 @@
+"""The control socket: how `shipper status` and `shipper reload` reach the running daemon.
+
+A SOCK_STREAM Unix socket (mode 0660) beside the data socket. One request per connection: a JSON line
+`{"command": "status" | "reload"}`; one JSON answer: `{"ok": true, ...}` or `{"ok": false, "problems": [...]}`.
+Status carries counts and figures only, never configuration values, so no secret can leak through it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from shipper.errors import ControlError
+
+if TYPE_CHECKING:
+    from shipper.pipeline import Pipeline
+
+__all__ = ["ControlServer", "request"]
+
+log = logging.getLogger("shipper.control")
+
+MAX_REQUEST = 64 * 1024
+
+
+class ControlServer:
+    """Answers status and reload requests for one pipeline."""
+
+    def __init__(self, path: str, pipeline: Pipeline) -> None:
+        self.path = path
+        self.pipeline = pipeline
+        self._listener: Any = None
+
+    async def open(self) -> None:
+        """Bind the control socket, replacing a stale one."""
+        import anyio
+
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        if os.path.exists(self.path):
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(self.path)
+                probe.close()
+                log.warning("Another daemon answers on the control socket %s; replacing it.", self.path)
+            except OSError:
+                pass
+            finally:
+                probe.close()
+            os.unlink(self.path)
+        self._listener = await anyio.create_unix_listener(self.path, mode=0o660)
+
+    async def serve(self) -> None:
+        """Answer requests until cancelled."""
+        if self._listener is not None:
+            await self._listener.serve(self._handle)
+
+    async def _handle(self, stream: Any) -> None:
+        import anyio
+
+        async with stream:
+            try:
+                data = b""
+                with anyio.fail_after(5):
+                    while b"\n" not in data and len(data) < MAX_REQUEST:
+                        chunk = await stream.receive(MAX_REQUEST)
+                        data += chunk
+                request = orjson.loads(data)
+                answer = await self._answer(request.get("command") if isinstance(request, dict) else None)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, TimeoutError):
+                return
+            except orjson.JSONDecodeError:
+                answer = {"ok": False, "problems": ["the request is not JSON"]}
+            try:
+                await stream.send(orjson.dumps(answer) + b"\n")
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass
+
+    async def _answer(self, command: Any) -> dict[str, Any]:
+        if command == "status":
+            return {"ok": True, "status": self.pipeline.status()}
+        if command == "reload":
+            problems = await self.pipeline.reload()
+            return {"ok": not problems, "problems": problems}
+        return {"ok": False, "problems": [f"unknown command {command!r}; expected status or reload"]}
+
+    async def aclose(self) -> None:
+        """Stop answering and remove the socket file. Idempotent."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.aclose()
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+
+def request(path: str, command: str, timeout: float = 10.0) -> dict[str, Any]:
+    """Send one command to the daemon at `path` (blocking; for the CLI). Raises ControlError."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+        sock.sendall(orjson.dumps({"command": command}) + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            data += chunk
+    except FileNotFoundError as exc:
+        raise ControlError(f"no shipper daemon is running (no control socket at {path})") from exc
+    except ConnectionRefusedError as exc:
+        raise ControlError(f"no shipper daemon answers at {path} (stale control socket)") from exc
+    except OSError as exc:
+        raise ControlError(f"cannot reach the daemon at {path}: {exc.strerror or exc}") from exc
+    finally:
+        sock.close()
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ControlError(f"the daemon at {path} gave an answer that is not JSON") from exc

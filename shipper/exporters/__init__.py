@@ -1,0 +1,1 @@
+"""Exporters: where batches go (files, OTLP/HTTP, Langfuse, Braintrust, Phoenix)."""

@@ -1,0 +1,318 @@
+"""The daemon's topology, lifecycle, reload and shutdown order: the only module that knows all of them.
+
+Topology:
+
+    receivers ──deliver()──▶ intake stream (bounded: backpressure) ──▶ batcher
+        ──▶ shared processors ──▶ for each exporter: its sink (own processors, then its exporter)
+        ──▶ receivers' commit(mark) once every sink holds the batch
+
+Start: open sinks (exporters), then receivers (bind), then start tasks; `task_status.started()` and the
+`ready` listeners fire only once every receiver is bound.
+Shutdown (SIGTERM, SIGINT, or `stop()`), shielded, within `shutdown_timeout`:
+  1. stop intake: cancel the receivers' tasks (senders fall back to their spool);
+  2. close the intake stream; the batcher drains what was received, processors release what they hold
+     (forced), sinks take the last batches, marks are committed;
+  3. close sinks (exporters flush), then receivers (spool offsets saved, socket file removed).
+Reload (SIGHUP, `shipper reload`): read and validate the config; if invalid, keep running the old one
+and report the problems; else swap the processor chains between two batches (what the old chains held
+is flushed through). Receivers and exporters need a restart to change; a reload says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectSendStream
+
+from shipper import registry
+from shipper.batching import batches
+from shipper.chain import Chain, build_chain
+from shipper.component import Context, Intake
+from shipper.config import Config, load_config
+from shipper.errors import ConfigError
+from shipper.rejects import RejectLog
+from shipper.sink import DirectSink
+from shipper.stats import Stats
+
+__all__ = ["Pipeline"]
+
+log = logging.getLogger("shipper.pipeline")
+
+Listener = Callable[[str, "Pipeline"], None]
+Service = Callable[["Pipeline"], Awaitable[None]]
+
+
+class Pipeline:
+    """Builds the components of a config and runs them until stopped."""
+
+    def __init__(self, config: Config, config_path: str | None = None, stats: Stats | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.stats = stats or Stats()
+        self.settings = config.settings
+        self.state_dir = Path(self.settings.state_dir)
+        self.started_at = time.time()
+        self.listeners: list[Listener] = []
+        self.services: list[Service] = []
+        self.counters = self.stats.component("pipeline", "intake")
+        self.rejects = RejectLog(self.state_dir / "rejected")
+        self._stop: anyio.Event | None = None
+        self._stop_requested = False
+        self._drained: anyio.Event | None = None
+        self._send: MemoryObjectSendStream[tuple[Any, Intake]] | None = None
+        self.receivers: dict[str, Any] = {}
+        self.sinks: dict[str, Any] = {}
+        self.chain: Chain = Chain([])
+        self._build()
+
+    def _context(self, section: str, name: str) -> Context:
+        return Context(name=name, state_dir=self.state_dir, counters=self.stats.component(section, name),
+                       max_record_bytes=self.settings.max_record_bytes)
+
+    def _build(self) -> None:
+        for spec in self.config.receivers:
+            cls = registry.load("receivers", spec.type)
+            self.receivers[spec.name] = cls(spec.config, self._context("receivers", spec.name))
+        self.chain, own = self._chains(self.config)
+        for spec in self.config.exporters:
+            cls = registry.load("exporters", spec.type)
+            ctx = self._context("exporters", spec.name)
+            self.sinks[spec.name] = DirectSink(spec.name, cls(spec.config, ctx), own[spec.name], ctx.counters)
+
+    def _chains(self, config: Config) -> tuple[Chain, dict[str, Chain]]:
+        limit = config.settings.max_record_bytes
+        shared = build_chain(config.processors, self.stats, self.state_dir, "shared", limit)
+        own = {spec.name: build_chain(spec.processors, self.stats, self.state_dir, spec.name, limit)
+               for spec in config.exporters}
+        return shared, own
+
+    @property
+    def control_path(self) -> str:
+        """Where `shipper status` and `shipper reload` reach this daemon."""
+        return control_path(self.config)
+
+    def _emit(self, event: str) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event, self)
+            except Exception:  # a listener must never take the daemon down
+                log.exception("A %s listener failed.", event)
+
+    # -- running ------------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Open everything, run until `stop()` or a signal, then shut down in order."""
+        from shipper.control import ControlServer
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._stop = anyio.Event()
+        self._drained = anyio.Event()
+        if self._stop_requested:
+            self._stop.set()
+        send, receive = anyio.create_memory_object_stream[tuple[Any, Intake]](64)
+        self._send = send
+        opened_sinks: list[Any] = []
+        opened_receivers: list[Any] = []
+        control = ControlServer(self.control_path, self)
+        try:
+            for sink in self.sinks.values():
+                await sink.open()
+                opened_sinks.append(sink)
+            for receiver in self.receivers.values():
+                await receiver.open()
+                opened_receivers.append(receiver)
+            await control.open()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._process, receive)
+                intake = anyio.CancelScope()
+                tg.start_soon(self._run_receivers, intake)
+                tg.start_soon(self._signals, tg.cancel_scope)
+                tg.start_soon(control.serve)
+                for service in self.services:
+                    tg.start_soon(service, self)
+                log.info("shipper is ready: %d receivers, %d exporters, config %s.",
+                         len(self.receivers), len(self.sinks), self.config.source)
+                self._emit("ready")
+                task_status.started()
+                await self._stop.wait()
+                self._emit("stopping")
+                log.info("Stopping: no more intake, flushing what was received.")
+                with anyio.move_on_after(self.settings.shutdown_timeout, shield=True) as deadline:
+                    intake.cancel()
+                    await send.aclose()
+                    await self._drained.wait()
+                if deadline.cancelled_caught:
+                    log.error("Shutdown took longer than shutdown_timeout (%.1fs); exiting with what was "
+                              "received but not yet exported in memory.", self.settings.shutdown_timeout)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await control.aclose()
+                for sink in opened_sinks:
+                    await sink.aclose()
+                for receiver in opened_receivers:
+                    await receiver.aclose()
+            log.info("shipper stopped.")
+
+    def stop(self) -> None:
+        """Begin the shutdown sequence."""
+        self._stop_requested = True
+        if self._stop is not None:
+            self._stop.set()
+
+    async def _run_receivers(self, scope: anyio.CancelScope) -> None:
+        with scope:
+            async with anyio.create_task_group() as tg:
+                for receiver in self.receivers.values():
+                    tg.start_soon(receiver.run, self._deliverer(receiver))
+
+    def _deliverer(self, receiver: Any) -> Callable[[Intake], Awaitable[None]]:
+        async def deliver(intake: Intake) -> None:
+            assert self._send is not None
+            await self._send.send((receiver, intake))
+        return deliver
+
+    async def _signals(self, scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    await self.reload()
+                elif self._stop_requested:
+                    log.warning("Second stop signal: exiting now.")
+                    scope.cancel()
+                else:
+                    self.stop()
+
+    async def _process(self, receive: Any) -> None:
+        settings = self.settings.batch
+        try:
+            async for batch in batches(
+                receive,
+                max_items=settings.max_spans,
+                max_bytes=settings.max_bytes,
+                max_delay=settings.max_delay,
+                size_of=lambda item: (len(item[1].records) + len(item[1].rejects), item[1].size),
+                idle_tick=max(settings.max_delay, 0.05),
+            ):
+                await self._handle(batch)
+            await self._flush_held(force=True)
+        finally:
+            assert self._drained is not None
+            self._drained.set()
+
+    async def _handle(self, batch: list[tuple[Any, Intake]]) -> None:
+        if not batch:
+            await self._flush_held(force=False)
+            return
+        records: list[dict[str, Any]] = []
+        for _, intake in batch:
+            if intake.rejects:
+                self._reject(intake)
+            records.extend(intake.records)
+        self.counters.add("received", len(records))
+        chain = self.chain  # one chain per batch, so a reload swaps between batches
+        processed = chain(records) if records else records
+        for sink in self.sinks.values():
+            await sink.put(list(processed) if len(self.sinks) > 1 else processed)
+        self.counters.add("processed", len(processed))
+        for receiver, intake in batch:
+            if intake.mark is not None:
+                await receiver.commit(intake.mark)
+
+    def _reject(self, intake: Intake) -> None:
+        for reject in intake.rejects:
+            self.counters.reject(reject.reason)
+        self.rejects.write(intake.source, intake.rejects)
+        first = intake.rejects[0]
+        log.warning("Set aside %d malformed records from %s (first: %s, %s).", len(intake.rejects),
+                    intake.source, first.reason, first.detail)
+
+    async def _flush_held(self, force: bool) -> None:
+        released = self.chain.flush(force)
+        for sink in self.sinks.values():
+            if released:
+                await sink.put(list(released))
+            await sink.flush(force)
+
+    # -- reload -------------------------------------------------------------------------------------
+
+    async def reload(self) -> list[str]:
+        """Re-read the config; swap processors if valid. Returns the problems (empty when reloaded)."""
+        self._emit("reloading")
+        try:
+            try:
+                new = load_config(self.config_path)
+            except ConfigError as exc:
+                log.error("Reload refused, the running config stays: %s", "; ".join(exc.problems))
+                return exc.problems
+            try:
+                shared, own = self._chains(new)
+            except Exception as exc:  # a processor refused its settings at construction
+                log.error("Reload refused, the running config stays: %s", exc)
+                return [str(exc)]
+            old_shared, self.chain = self.chain, shared
+            held = old_shared.flush(force=True)
+            old_shared.close()
+            for name, sink in self.sinks.items():
+                if name in own:
+                    old, sink.chain = sink.chain, own[name]
+                    released = old.flush(force=True)
+                    old.close()
+                    if released:
+                        await sink.put_processed(released)
+            if held:
+                for sink in self.sinks.values():
+                    await sink.put(list(held))
+            untouched = [key for key in ("receivers", "exporters", "state_dir")
+                         if new.raw.get(key) != self.config.raw.get(key)]
+            if untouched:
+                log.warning("Reloaded processors; changes to %s take effect on restart.", ", ".join(untouched))
+            else:
+                log.info("Reloaded the config from %s.", new.source)
+            self.config.processors = new.processors
+            self.counters.add("reloads")
+            return []
+        finally:
+            self._emit("ready")
+
+    # -- status -------------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Counts and live figures per component, for `shipper status`."""
+        snapshot = self.stats.snapshot()
+        out: dict[str, Any] = {
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "config": self.config.source,
+            "state_dir": str(self.state_dir),
+            "pipeline": snapshot.get("pipeline", {}).get("intake", {}),
+            "dropped": self.stats.dropped_totals(),
+        }
+        for section, components in (("receivers", self.receivers), ("exporters", self.sinks)):
+            out[section] = {}
+            for name, component in components.items():
+                figures = dict(snapshot.get(section, {}).get(name, {}))
+                live = getattr(component, "statistics", None)
+                if live is not None:
+                    figures.update(live())
+                out[section][name] = figures
+        out["processors"] = snapshot.get("processors", {})
+        return out
+
+
+def control_path(config: Config) -> str:
+    """The control socket: `control_socket`, else beside the first unix_socket receiver, else state_dir."""
+    if config.settings.control_socket:
+        return config.settings.control_socket
+    for spec in config.receivers:
+        if spec.type == "unix_socket":
+            return os.path.join(os.path.dirname(spec.config.path), "control.sock")
+    return str(Path(config.settings.state_dir) / "control.sock")

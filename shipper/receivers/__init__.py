@@ -1,0 +1,1 @@
+"""Receivers: where records come in (a Unix socket, spool files, OTLP/HTTP)."""

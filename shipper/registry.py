@@ -1,0 +1,25 @@
+"""Component types by the name YAML gives them: one line per component, imported on first use."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = ["REGISTRY", "load"]
+
+REGISTRY: dict[str, dict[str, str]] = {
+    "receivers": {
+        "unix_socket": "shipper.receivers.unix_socket:UnixSocketReceiver",
+        "spool": "shipper.receivers.spool:SpoolReceiver",
+    },
+    "processors": {},
+    "exporters": {
+        "file": "shipper.exporters.file:FileExporter",
+    },
+}
+
+
+def load(section: str, type_name: str) -> Any:
+    """The class registered under `type_name` in `section` (receivers, processors, exporters)."""
+    module_name, _, attr = REGISTRY[section][type_name].partition(":")
+    return getattr(importlib.import_module(module_name), attr)

@@ -1,0 +1,57 @@
+"""Where malformed input is set aside: `<state_dir>/rejected/rejected.ndjson`, one JSON object a line.
+
+Each line is `{"time_ns", "source", "reason", "detail", "line"}` with the offending bytes as text (capped
+at 64 KiB), so an operator can see what a sender got wrong and re-send it once fixed. The file rotates to
+`rejected.ndjson.1` past `max_bytes`; only one old file is kept, so bad input can never fill the disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import orjson
+
+from shipper.record import Reject
+
+__all__ = ["RejectLog"]
+
+log = logging.getLogger("shipper.rejects")
+
+
+class RejectLog:
+    """Appends rejected lines with their reasons; rotates by size."""
+
+    def __init__(self, directory: Path, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.path = directory / "rejected.ndjson"
+        self.max_bytes = max_bytes
+
+    def write(self, source: str, rejects: list[Reject]) -> None:
+        """Set `rejects` aside; failure to write is logged, never raised (the counts stay right)."""
+        now = time.time_ns()
+        data = b"".join(
+            orjson.dumps({
+                "time_ns": now,
+                "source": source,
+                "reason": r.reason,
+                "detail": r.detail,
+                "line": r.line.decode("utf-8", "replace"),
+            }) + b"\n"
+            for r in rejects
+        )
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                if self.path.stat().st_size + len(data) > self.max_bytes:
+                    os.replace(self.path, self.path.with_name("rejected.ndjson.1"))
+            except FileNotFoundError:
+                pass
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.error("Cannot set %d rejected records aside in %s: %s.", len(rejects), self.path, exc.strerror)
