@@ -224,8 +224,9 @@ def _convert(tp: Any, value: Any, path: str, meta: typing.Mapping[str, Any], pro
     if origin is Literal:
         choices = get_args(tp)
         if value not in choices:
-            problems.append(f"{path}: expected one of {', '.join(map(str, choices))}, got {_describe(value)}"
-                            + (_did_you_mean(value, map(str, choices)) if isinstance(value, str) else ""))
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(f"{path}: expected one of {', '.join(map(str, choices))}, got {_describe(value)}{hint}")
         return value
     if origin is list:
         (item_tp,) = get_args(tp) or (Any,)
@@ -285,24 +286,24 @@ def _check_range(value: Any, path: str, meta: typing.Mapping[str, Any], problems
     return value
 
 
-def _duration(value: Any, path: str, problems: list[str]) -> float:
+def _duration(value: Any, path: str, problems: list[str]) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     match = _DURATION.fullmatch(value) if isinstance(value, str) else None
     if not match:
         problems.append(f"{path}: expected a duration like 250ms, 5s, 2m or a number of seconds, "
                         f"got {_describe(value)}")
-        return 0.0
+        return None
     return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
-def _bytesize(value: Any, path: str, problems: list[str]) -> int:
+def _bytesize(value: Any, path: str, problems: list[str]) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     match = _SIZE.fullmatch(value) if isinstance(value, str) else None
     if not match:
         problems.append(f"{path}: expected a size like 512KiB, 16MiB or a number of bytes, got {_describe(value)}")
-        return 0
+        return None
     unit = (match.group(2) or "b").lower().rstrip("b")
     return int(float(match.group(1)) * _SIZE_UNITS.get(unit, 1))
 

@@ -1,0 +1,149 @@
+"""Helpers shared by tests that run the daemon as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "examples"
+if not EXAMPLES.exists():  # CI clones the repo with shared/ beside it; fall back to a copy in tests/
+    EXAMPLES = Path(__file__).resolve().parent / "examples"
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
+             message: str = "condition") -> Any:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def short_dir(prefix: str = "shp") -> str:
+    """A fresh directory under /tmp, short enough for Unix socket paths."""
+    return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+
+
+def send_seqpacket(path: str, messages: list[bytes]) -> None:
+    """Connect to a SOCK_SEQPACKET socket and send each message as one packet."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        sock.connect(path)
+        for message in messages:
+            sock.send(message)
+    finally:
+        sock.close()
+
+
+def read_ndjson(path: Path) -> list[dict[str, Any]]:
+    """Every complete line of an NDJSON file (and of its rotated siblings), oldest first."""
+    out: list[dict[str, Any]] = []
+    files = sorted(path.parent.glob(path.name + ".*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
+    for file in [*files, path]:
+        if not file.exists():
+            continue
+        for line in file.read_bytes().split(b"\n"):
+            if line.strip():
+                out.append(orjson.loads(line))
+    return out
+
+
+class Daemon:
+    """`python -m shipper run -c CONFIG` in a subprocess, in a directory of its own under /tmp."""
+
+    def __init__(self, config: dict[str, Any] | None = None, root: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.root = Path(root or short_dir())
+        self.socket = str(self.root / "s.sock")
+        self.spool = str(self.root / "spool")
+        self.state = self.root / "state"
+        self.config = config if config is not None else self.default_config()
+        self.config_path = self.root / "shipper.yaml"
+        self.config_path.write_text(yaml.safe_dump(self.config))
+        self.log_path = self.root / "daemon.log"
+        self.env = {**os.environ, "SHIPPER_SOCKET": self.socket, "SHIPPER_SPOOL_DIR": self.spool,
+                    "SHIPPER_STATE_DIR": str(self.state), **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def default_config(self) -> dict[str, Any]:
+        """Socket and spool receivers in this daemon's directory, a file exporter."""
+        return {
+            "state_dir": str(self.state),
+            "receivers": {
+                "socket": {"type": "unix_socket", "path": self.socket},
+                "spool": {"type": "spool", "dir": self.spool, "poll_interval": "50ms"},
+            },
+            "exporters": {"file": {"type": "file"}},
+            "batch": {"max_delay": "20ms"},
+        }
+
+    @property
+    def output(self) -> Path:
+        return self.state / "spans" / "spans.ndjson"
+
+    @property
+    def control(self) -> str:
+        return str(self.root / "control.sock")
+
+    def start(self, wait: bool = True) -> Daemon:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "shipper", "run", "-c", str(self.config_path)],
+            stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=str(self.root),
+        )
+        log.close()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
+            return "shipper is ready" in self.log()
+        wait_for(ready, timeout, message="the daemon to be ready")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def status(self) -> dict[str, Any]:
+        from shipper.control import request
+
+        return request(self.control, "status")["status"]
+
+    def records(self) -> list[dict[str, Any]]:
+        return read_ndjson(self.output)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,44 @@
+"""Record v1 validation against the shared examples."""
+
+from __future__ import annotations
+
+from support import EXAMPLES
+
+from shipper.record import decode_payload
+
+
+def test_valid_trace_decodes_whole() -> None:
+    """Every span of the example trace is valid, ids and parents as written."""
+    records, rejects = decode_payload((EXAMPLES / "valid-trace.ndjson").read_bytes(), 1 << 24)
+    assert rejects == []
+    assert [r["span_id"] for r in records] == [
+        "1a2b3c4d5e6f7081", "2b3c4d5e6f708192", "3c4d5e6f708192a3", "4d5e6f708192a3b4", "00f067aa0ba902b7"]
+    assert {r["parent_id"] for r in records[:4]} == {"00f067aa0ba902b7"}
+
+
+def test_each_invalid_record_gets_its_reason() -> None:
+    """Each bad line is rejected with the reason the examples name, line by line."""
+    lines = (EXAMPLES / "invalid-records.ndjson").read_bytes().splitlines()
+    reasons = (EXAMPLES / "invalid-records.reasons").read_text().split()
+    assert len(lines) == len(reasons)
+    for line, reason in zip(lines, reasons):
+        records, rejects = decode_payload(line, 1 << 24)
+        assert records == []
+        assert [r.reason for r in rejects] == [reason], line
+
+
+def test_bad_lines_do_not_take_neighbours_down() -> None:
+    """Valid records mixed with invalid ones in one payload are all kept."""
+    valid = (EXAMPLES / "valid-trace.ndjson").read_bytes().splitlines()
+    invalid = (EXAMPLES / "invalid-records.ndjson").read_bytes().splitlines()
+    mixed = b"\n".join(x for pair in zip(valid * 2, invalid) for x in pair)
+    records, rejects = decode_payload(mixed, 1 << 24)
+    assert len(records) == len(invalid)
+    assert len(rejects) == len(invalid)
+
+
+def test_oversized_record_is_rejected_as_too_large() -> None:
+    """A line above the record cap is rejected without being parsed."""
+    line = (EXAMPLES / "valid-trace.ndjson").read_bytes().splitlines()[0]
+    records, rejects = decode_payload(line, 100)
+    assert records == [] and rejects[0].reason == "too_large"
