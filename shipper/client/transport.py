@@ -1,0 +1,276 @@
+"""The client transport: one record, one SOCK_SEQPACKET message; the spool when the socket cannot take it.
+
+`emit` never raises into the app and never blocks it (SPEC §2). The socket is non-blocking and connected
+lazily; the spool is a plain local append. One decision per errno:
+
+- send, EAGAIN (the daemon is behind), ENOBUFS, ENOMEM: keep the socket, spool the record (`socket_full`);
+- send, EMSGSIZE, or a line above `max_message_bytes`: keep the socket, spool the record (`too_large`);
+- send, any other errno (EPIPE, ECONNRESET: the daemon went away): close the socket, spool the record
+  (`socket_unavailable`), reconnect a second later at the earliest;
+- connect, any errno (ENOENT, ECONNREFUSED: no daemon; EAGAIN: its backlog is full; EACCES): the daemon is
+  down, spool the record (`socket_unavailable`), try again a second later at the earliest.
+
+The reason goes to `statistics()["spooled_by_reason"]`; in mode `socket` the record is dropped instead and
+counted under `dropped[reason]`. A spool that cannot be written (ENOSPC, EACCES, EROFS, ENOTDIR...) drops
+the record as `spool_error`; a record no encoder can write is dropped as `unencodable`. Connecting is tried
+at most once a second, whatever happens, never once per span.
+
+Counters are plain ints bumped under the GIL: cheap, and exact except for the rare increment two threads
+race on.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from . import config
+from .encode import encode_record
+from .spool import SpoolFile
+
+__all__ = ["Transport", "active", "emit_record", "flush", "install", "shutdown", "statistics"]
+
+SNDBUF_BYTES = 4 * 1024 * 1024  # about 6,000 records of 500 B queue in the kernel before EAGAIN
+RECONNECT_INTERVAL = 1.0  # seconds between connect attempts while the daemon is down
+_KEEP_SOCKET = {errno.EAGAIN: "socket_full", errno.ENOBUFS: "socket_full", errno.ENOMEM: "socket_full",
+                errno.EMSGSIZE: "too_large"}
+_SEND_FLAGS = getattr(socket, "MSG_NOSIGNAL", 0)  # EPIPE, not SIGPIPE, even if the app restored SIG_DFL
+
+monotonic = time.monotonic  # module attribute so tests can move the clock
+
+
+class Transport:
+    """Sends encoded records to the daemon's socket, or spools them; counts every outcome."""
+
+    def __init__(self, settings: config.Settings) -> None:
+        self.settings = settings
+        self.service = settings.service
+        self.sent = 0
+        self.spooled_by_reason: dict[str, int] = {}
+        self.dropped: dict[str, int] = {}
+        self.connect_attempts = 0
+        self.socket_error: str | None = None
+        self.spool_error: OSError | None = None
+        self._sock: socket.socket | None = None
+        self._retry_at = 0.0
+        self._connect_lock = threading.Lock()
+        self._spool = SpoolFile(settings.spool_dir, settings.service, settings.spool_max_bytes)
+        self._max_value_bytes = settings.max_value_bytes
+        self._max_message_bytes = settings.max_message_bytes
+        # The mode is decided here, once: send() and emit() never look at it.
+        self._fallback = self._drop_line if settings.mode == "socket" else self._spool_line
+        if settings.mode == "spool":
+            self.send = self._spool_always  # type: ignore[method-assign]
+        if settings.disabled:
+            self.emit = self._discard  # type: ignore[method-assign]
+
+    def emit(self, record: dict[str, Any]) -> None:
+        """Encode one record and send it; never raises."""
+        try:
+            line = encode_record(record, self._max_value_bytes)
+        except Exception:
+            self._count_drop("unencodable")
+            return
+        try:
+            self.send(line)
+        except Exception:  # a bug of ours must not reach the app
+            self._count_drop("internal_error")
+
+    def send(self, line: bytes) -> None:
+        """Send one encoded line (or several whole lines) as one message; spool or drop it if it can't go."""
+        if len(line) > self._max_message_bytes:
+            self._fallback(line, "too_large")
+            return
+        sock = self._sock or self._connect()
+        if sock is None:
+            self._fallback(line, "socket_unavailable")
+            return
+        try:
+            sock.send(line, _SEND_FLAGS)
+        except OSError as exc:
+            reason = _KEEP_SOCKET.get(exc.errno or 0)
+            if reason is None:
+                self._disconnect(sock, exc)
+                reason = "socket_unavailable"
+            self._fallback(line, reason)
+            return
+        self.sent += 1
+
+    def statistics(self) -> dict[str, Any]:
+        """A snapshot of the counters and where records go."""
+        return {
+            "sent": self.sent,
+            "spooled": sum(self.spooled_by_reason.values()),
+            "spooled_by_reason": dict(self.spooled_by_reason),
+            "dropped": dict(self.dropped),
+            "socket_connected": self._sock is not None,
+            "connect_attempts": self.connect_attempts,
+            "socket_error": self.socket_error,
+            "spool_file": self._spool.path,
+            "spool_error": None if self.spool_error is None else str(self.spool_error),
+            "socket_path": self.settings.socket_path,
+            "spool_dir": self.settings.spool_dir,
+            "mode": "disabled" if self.settings.disabled else self.settings.mode,
+            "service": self.service,
+        }
+
+    def close(self) -> None:
+        """Close the socket and the spool file (releasing its lock); later records are dropped as `closed`."""
+        self.emit = self._discard_closed  # type: ignore[method-assign]
+        self._retry_at = math.inf
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+        self._spool.close()
+
+    def after_fork_in_child(self) -> None:
+        """Forget the parent's socket and spool file (closed, never unlocked) and its counters."""
+        self._connect_lock = threading.Lock()
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()  # close(2) only: the parent's connection lives on
+        self._spool.forget_after_fork()
+        self._retry_at = 0.0
+        self.sent = self.connect_attempts = 0
+        self.spooled_by_reason = {}
+        self.dropped = {}
+        self.socket_error = self.spool_error = None
+
+    def _connect(self) -> socket.socket | None:
+        now = monotonic()
+        if now < self._retry_at or not self._connect_lock.acquire(blocking=False):
+            return None
+        try:
+            if self._sock is not None:
+                return self._sock
+            self._retry_at = now + RECONNECT_INTERVAL
+            self.connect_attempts += 1
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                sock.setblocking(False)  # also makes connect() fail with EAGAIN, not wait, on a full backlog
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF_BYTES)
+                except OSError:
+                    pass  # the kernel's default buffer still works, only smaller
+                sock.connect(self.settings.socket_path)
+            except OSError as exc:
+                sock.close()
+                self.socket_error = f"cannot connect to {self.settings.socket_path}: {exc.strerror or exc}"
+                return None
+            self._sock, self.socket_error = sock, None
+            return sock
+        except OSError as exc:  # socket() itself failed (EMFILE...)
+            self.socket_error = f"cannot create a socket: {exc.strerror or exc}"
+            return None
+        finally:
+            self._connect_lock.release()
+
+    def _disconnect(self, sock: socket.socket, exc: OSError) -> None:
+        self.socket_error = f"lost {self.settings.socket_path}: {exc.strerror or exc}"
+        if self._sock is sock:
+            self._sock = None
+            self._retry_at = max(self._retry_at, monotonic() + RECONNECT_INTERVAL)
+        sock.close()
+
+    def _spool_line(self, line: bytes, reason: str) -> None:
+        try:
+            self._spool.write(line)
+        except OSError as exc:
+            exc.__traceback__ = None  # kept for statistics(): no frames held alive
+            self.spool_error = exc
+            self._count_drop("spool_error")
+            return
+        self.spooled_by_reason[reason] = self.spooled_by_reason.get(reason, 0) + 1
+
+    def _spool_always(self, line: bytes) -> None:
+        self._spool_line(line, "mode_spool")
+
+    def _drop_line(self, line: bytes, reason: str) -> None:
+        self._count_drop(reason)
+
+    def _count_drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    def _discard(self, record: dict[str, Any]) -> None:
+        self._count_drop("disabled")
+
+    def _discard_closed(self, record: dict[str, Any]) -> None:
+        self._count_drop("closed")
+
+
+_active: Transport | None = None
+_install_lock = threading.Lock()
+
+
+def active() -> Transport:
+    """The process's transport, started from the environment on first use."""
+    global _active
+    transport = _active
+    if transport is not None:
+        return transport
+    with _install_lock:
+        if _active is None:
+            _active = Transport(config.load_settings(strict=False))
+        return _active
+
+
+def install(settings: config.Settings) -> Transport:
+    """Make a transport for `settings` the active one; the previous one is closed."""
+    return _replace(Transport(settings))  # type: ignore[return-value]
+
+
+def shutdown() -> None:
+    """Close the active transport and forget it; the next record starts a new one from the environment."""
+    _replace(None)
+
+
+def _replace(new: Transport | None) -> Transport | None:
+    global _active
+    with _install_lock:
+        old, _active = _active, new
+    if old is not None:
+        old.close()
+    return new
+
+
+def emit_record(record: dict[str, Any]) -> None:
+    """Send one finished span record (SPEC §1) to the daemon, through the shim's transport.
+
+    For other producers of records in this process (the OpenTelemetry exporter, the litellm callback):
+    `record` is a complete v1 record, built by the caller, with `trace_id`, `span_id`, `name`, `start_ns`
+    and `end_ns`; the transport adds nothing to it (not even `service`). It is encoded (values JSON cannot
+    hold become their repr, strings past `max_value_bytes` are cut and marked) and sent like a span's
+    record: on the socket, else the spool, per the configured mode. Never raises, never blocks; the
+    outcome shows in `statistics()`.
+    """
+    try:
+        (_active or active()).emit(record)
+    except Exception:  # even a broken environment must not reach the app
+        pass
+
+
+def statistics() -> dict[str, Any]:
+    """Counters of this process's records: sent, spooled (by reason), dropped (by reason), and where to."""
+    return active().statistics()
+
+
+def flush() -> None:
+    """Nothing to do, by design: a record is on the socket or in the spool file when its span ends.
+
+    It exists so that code written for buffering tracers (which must flush before exit) runs unchanged.
+    """
+
+
+def _after_fork_in_child() -> None:
+    global _install_lock
+    _install_lock = threading.Lock()
+    if _active is not None:
+        _active.after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
