@@ -81,6 +81,12 @@ class Daemon:
                     "SHIPPER_STATE_DIR": str(self.state), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def set_config(self, **changes: Any) -> Daemon:
+        """Change top-level keys of the config and rewrite the file (a running daemon sees it on reload)."""
+        self.config.update(changes)
+        self.config_path.write_text(yaml.safe_dump(self.config))
+        return self
+
     def default_config(self) -> dict[str, Any]:
         """Socket and spool receivers in this daemon's directory, a file exporter."""
         return {
