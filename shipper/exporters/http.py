@@ -1,0 +1,261 @@
+"""What every HTTP exporter shares: one pooled httpx.AsyncClient, gzip, a request-size cap, error classes.
+
+`HTTPExporter` is the base of the OTLP/HTTP exporters (otlp_http, phoenix, langfuse, braintrust).
+A subclass says where to send (`url`), how to authenticate and route a project (`headers(project)`),
+and which attributes to emit (`encoder`); the base does the rest, per batch:
+
+1. copy trace-wide fields across the spans of each trace, group the spans by `project`; every project
+   is tried even when one fails (a retryable failure is raised before a permanent one, so the batch is
+   retried and, thanks to 3., only the failed projects are sent again);
+2. encode one request per project; if it is larger than `max_request_bytes` (before compression), split
+   the spans in halves until each part fits (a single span is sent whatever its size); a 413 answer
+   splits the same way;
+3. skip parts this exporter already delivered (a retried batch re-sends only what failed; the memory
+   holds the last `_MEMO` parts and is lost at a restart, so delivery stays at-least-once);
+4. gzip, POST over the pooled client (timeouts from `timeout`, connections reused), classify the answer:
+   2xx is success (an OTLP partial success is logged and its rejected spans counted as
+   `rejected_by_backend`); connection errors, timeouts, 408, 429 and 5xx except 501 raise
+   `RetryableExportError` with `Retry-After` parsed (seconds or an HTTP date); other answers raise
+   `PermanentExportError` with a short, secrets-free excerpt of the body. Exporters never retry.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import gzip
+import hashlib
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+import httpx
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from shipper.component import Context
+from shipper.config import ByteSize, ExporterCommon
+from shipper.errors import ExportError, PermanentExportError, RetryableExportError
+from shipper.exporters.otlp import Encoder, fill_trace_wide, group_by_project, partial_success
+from shipper.record import Span
+
+__all__ = ["HTTPCommon", "HTTPExporter", "classify", "excerpt", "parse_retry_after"]
+
+log = logging.getLogger("shipper.exporters.http")
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+USER_AGENT = "shipper/0.1.0"
+EXCERPT_CHARS = 300
+_MEMO = 4096
+_GZIP_IN_THREAD = 256 * 1024
+_SECRET_PATTERNS = re.compile(
+    r"(?i)(bearer\s+|basic\s+)[A-Za-z0-9._~+/=-]+|\b(sk|pk)-(lf|bt|proj)?-?[A-Za-z0-9_-]{8,}")
+
+
+@dataclass(kw_only=True)
+class HTTPCommon(ExporterCommon):
+    """Keys every HTTP exporter takes besides ExporterCommon's."""
+
+    compression: Literal["gzip", "none"] = "gzip"
+    max_request_bytes: ByteSize = field(default=4 * 1024 * 1024, metadata={"min": 1024})
+
+    def check_url(self, key: str, value: str) -> list[str]:
+        """`key: problem` when `value` is not an http(s) URL."""
+        if not value.startswith(("http://", "https://")):
+            return [f"{key}: expected an http:// or https:// URL, got {value!r}"]
+        return []
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header: delta-seconds or an HTTP date; None if unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def excerpt(body: bytes, secrets: Iterable[str] = ()) -> str:
+    """The start of an answer's body as one line of text, with credentials scrubbed."""
+    text = body[: EXCERPT_CHARS * 4].decode("utf-8", "replace")
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    text = _SECRET_PATTERNS.sub(lambda m: (m.group(1) or "") + "***", text)
+    text = " ".join(text.split())
+    return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
+
+
+def classify(response: httpx.Response, where: str, secrets: Iterable[str] = (),
+             credentials: str = "the credentials") -> ExportError | None:
+    """None for a 2xx answer, else the error to raise: retryable or permanent (SPEC §4)."""
+    code = response.status_code
+    if 200 <= code < 300:
+        return None
+    text = excerpt(response.content, secrets)
+    said = f": {text}" if text else ""
+    if code in (408, 429) or (500 <= code < 600 and code != 501):
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        wait = f"; it asked to wait {retry_after:.0f} s" if retry_after is not None else ""
+        return RetryableExportError(f"{where} answered HTTP {code}{wait}{said}; the batch will be retried",
+                                    status=code, excerpt=text, retry_after=retry_after)
+    if code in (401, 403):
+        return PermanentExportError(
+            f"{where} refused {credentials} with HTTP {code}{said}. The credentials are wrong, revoked or "
+            "lack permission (or the account's ingestion is suspended); an operator must fix the "
+            "exporter's configuration", status=code, excerpt=text)
+    return PermanentExportError(f"{where} rejected the batch with HTTP {code}{said}; it will not be retried",
+                                status=code, excerpt=text)
+
+
+class _TooLarge(Exception):
+    """A 413 answer for a part of more than one span: split it."""
+
+
+class HTTPExporter:
+    """Base of the OTLP/HTTP exporters; subclasses set `url`, `encoder`, `headers()` and maybe more."""
+
+    content_type = PROTOBUF
+    credentials = "the credentials"
+    """What the credentials are called in a 401/403 message, e.g. `api_key`."""
+
+    def __init__(self, config: HTTPCommon, ctx: Context) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.url = ""
+        self.default_project: str | None = None
+        self.encoder = Encoder(())
+        self._client: httpx.AsyncClient | None = None
+        self._delivered: OrderedDict[bytes, None] = OrderedDict()
+        self._stats: dict[str, Any] = {"requests": 0, "bytes_sent": 0, "spans_sent": 0, "splits": 0,
+                                       "skipped_redelivery": 0, "rejected_by_backend": 0, "last_status": None}
+
+    # What subclasses provide.
+    def headers(self, project: str | None) -> dict[str, str]:
+        """Request headers (auth, routing) for spans of `project`."""
+        return {}
+
+    def secrets(self) -> list[str]:
+        """Secret values that must never show in an excerpt or log."""
+        return []
+
+    def encode(self, message: ExportTraceServiceRequest) -> bytes:
+        """The request body."""
+        return message.SerializeToString()
+
+    # The shared machinery.
+    def statistics(self) -> dict[str, Any]:
+        """Live figures for `shipper status`."""
+        return {"url": self.url, **self._stats}
+
+    async def open(self) -> None:
+        """Create the pooled HTTP client."""
+        if self._client is None:
+            timeout = self.config.timeout
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(timeout),
+                limits=httpx.Limits(max_connections=8, max_keepalive_connections=4, keepalive_expiry=30.0),
+                headers={"user-agent": USER_AGENT},
+                follow_redirects=False,
+            )
+
+    async def aclose(self) -> None:
+        """Close the client and its connections. Idempotent."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def export(self, batch: list[Span]) -> None:
+        """Send `batch`, one request (or more, when split) per project; raise an ExportError to say why not."""
+        if not batch:
+            return
+        if self._client is None:
+            await self.open()
+        retryable: ExportError | None = None
+        permanent: ExportError | None = None
+        for project, spans in group_by_project(fill_trace_wide(batch), self.default_project).items():
+            try:
+                await self._send(project, spans)
+            except RetryableExportError as exc:
+                retryable = retryable or exc
+            except PermanentExportError as exc:
+                permanent = permanent or exc
+        if retryable is not None:
+            raise retryable
+        if permanent is not None:
+            raise permanent
+
+    async def _send(self, project: str | None, spans: list[Span]) -> None:
+        body = self.encode(self.encoder.request(spans, project))
+        if len(body) > self.config.max_request_bytes and len(spans) > 1:
+            self._stats["splits"] += 1
+            half = len(spans) // 2
+            await self._send(project, spans[:half])
+            await self._send(project, spans[half:])
+            return
+        headers = self.headers(project)
+        digest = hashlib.blake2b(self.url.encode() + repr(sorted(headers.items())).encode() + body,
+                                 digest_size=16).digest()
+        if digest in self._delivered:
+            self._stats["skipped_redelivery"] += len(spans)
+            return
+        try:
+            await self._post(body, headers, len(spans))
+        except _TooLarge:
+            self._stats["splits"] += 1
+            half = len(spans) // 2
+            await self._send(project, spans[:half])
+            await self._send(project, spans[half:])
+            return
+        self._delivered[digest] = None
+        if len(self._delivered) > _MEMO:
+            self._delivered.popitem(last=False)
+
+    async def _post(self, body: bytes, headers: dict[str, str], n_spans: int) -> None:
+        assert self._client is not None
+        headers = {**headers, "content-type": self.content_type}
+        data = body
+        if self.config.compression == "gzip":
+            data = (await anyio.to_thread.run_sync(gzip.compress, body) if len(body) > _GZIP_IN_THREAD
+                    else gzip.compress(body))
+            headers["content-encoding"] = "gzip"
+        where = f"Exporter {self.ctx.name}: {self.url}"
+        try:
+            response = await self._client.post(self.url, content=data, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise RetryableExportError(f"{where} gave no answer within {self.config.timeout:g} s "
+                                       f"({type(exc).__name__}); the batch will be retried") from exc
+        except httpx.TransportError as exc:
+            raise RetryableExportError(f"{where} could not be reached ({type(exc).__name__}: "
+                                       f"{excerpt(str(exc).encode(), self.secrets()) or 'no detail'}); "
+                                       "the batch will be retried") from exc
+        self._stats["requests"] += 1
+        self._stats["last_status"] = response.status_code
+        if response.status_code == 413 and n_spans > 1:
+            raise _TooLarge()
+        error = classify(response, where, self.secrets(), self.credentials)
+        if error is not None:
+            raise error
+        self._stats["bytes_sent"] += len(data)
+        self._stats["spans_sent"] += n_spans
+        rejected, message = partial_success(response.content, response.headers.get("content-type", ""))
+        if rejected > 0:
+            self._stats["rejected_by_backend"] += rejected
+            self.ctx.counters.drop("rejected_by_backend", rejected)
+            log.warning("Exporter %s: %s accepted the request but rejected %d of its %d spans: %s. They are "
+                        "counted as rejected_by_backend and not retried.", self.ctx.name, self.url,
+                        rejected, n_spans, excerpt(message.encode(), self.secrets()) or "no reason given")
+

@@ -1,0 +1,162 @@
+"""Exporter `langfuse`: Langfuse's OTLP endpoint (`{host}/api/public/otel/v1/traces`), ingestion v4.
+
+Langfuse picks the project from the key pair, so spans are grouped by `project` and each group is sent
+with `Authorization: Basic base64(public_key:secret_key)` of `projects[project]`, else of the default
+keys; a project with no keys is a permanent error (the batch is dead-lettered, replay it once the keys
+are configured). `x-langfuse-ingestion-version: 4` selects the real-time path.
+
+Attributes: OTel GenAI (`gen_ai.*`, incl. `gen_ai.usage.cost`) and Langfuse's own, which take
+precedence there: `langfuse.trace.name` (the root span's name, on every span of the trace when the root
+is in the batch), `langfuse.session.id`, `langfuse.user.id`, `langfuse.trace.tags`,
+`langfuse.trace.metadata.<k>` and `langfuse.observation.metadata.<k>`, `langfuse.observation.type`
+(`generation` for `llm`), `.input` / `.output` (JSON), `.model.name`, `.model.parameters`, `.level`
+and `.status_message` on error, `.completion_start_time`.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from shipper.component import Context
+from shipper.config import Secret
+from shipper.errors import PermanentExportError
+from shipper.exporters.http import HTTPCommon, HTTPExporter
+from shipper.exporters.otlp import Encoder
+from shipper.record import Span
+from shipper.semconv import Attributes, genai_attributes, json_text
+
+__all__ = ["LangfuseExporter", "langfuse_attributes"]
+
+OBSERVATION_TYPE = {
+    "llm": "generation", "embedding": "embedding", "agent": "agent", "tool": "tool", "chain": "chain",
+    "retriever": "retriever", "guardrail": "guardrail", "evaluator": "evaluator",
+}
+"""Record kind → `langfuse.observation.type`; other kinds are plain `span`s."""
+
+
+@dataclass(kw_only=True)
+class Keys:
+    """One Langfuse project's API key pair."""
+
+    public_key: str
+    secret_key: Secret
+
+
+@dataclass(kw_only=True)
+class Config(HTTPCommon):
+    """Langfuse host and keys: the default pair, and/or one pair per project."""
+
+    host: str = "https://cloud.langfuse.com"
+    public_key: str = ""
+    secret_key: Secret = field(default_factory=lambda: Secret(""))
+    projects: dict[str, Keys] = field(default_factory=dict)
+
+    def check(self) -> list[str]:
+        problems = self.check_url("host", self.host)
+        if bool(self.public_key) != bool(self.secret_key):
+            problems.append("public_key: public_key and secret_key go together; set both or neither")
+        if not self.public_key and not self.projects:
+            problems.append("public_key: set public_key and secret_key, or keys per project under projects")
+        for name, keys in self.projects.items():
+            if keys is not None and not (keys.public_key and keys.secret_key):
+                problems.append(f"projects.{name}: both public_key and secret_key must be non-empty")
+        return problems
+
+
+def _flat(value: Any) -> Any:
+    return value if isinstance(value, (str, bool, int, float)) else json_text(value)
+
+
+def langfuse_attributes(rec: Span, trace_name: str | None = None) -> Attributes:
+    """The `langfuse.*` attributes of a record (plus `gen_ai.usage.cost`)."""
+    out: Attributes = {"langfuse.observation.type": OBSERVATION_TYPE.get(rec.get("kind", "span"), "span")}
+    name = rec["name"] if not rec.get("parent_id") else trace_name
+    if name:
+        out["langfuse.trace.name"] = name
+    if rec.get("session_id"):
+        out["langfuse.session.id"] = rec["session_id"]
+    if rec.get("user_id"):
+        out["langfuse.user.id"] = rec["user_id"]
+    if rec.get("tags"):
+        out["langfuse.trace.tags"] = list(rec["tags"])
+    for key, value in (rec.get("metadata") or {}).items():
+        if value is not None:
+            out[f"langfuse.trace.metadata.{key}"] = out[f"langfuse.observation.metadata.{key}"] = _flat(value)
+    llm = rec.get("llm") or {}
+    given = rec.get("input")
+    if given is None and llm.get("input_messages"):
+        given = llm["input_messages"]
+    if given is not None:
+        out["langfuse.observation.input"] = json_text(given)
+    produced = rec.get("output")
+    if produced is None and llm.get("output_messages"):
+        produced = llm["output_messages"]
+    if produced is not None:
+        out["langfuse.observation.output"] = json_text(produced)
+    if llm.get("model"):
+        out["langfuse.observation.model.name"] = llm["model"]
+    if llm.get("params"):
+        out["langfuse.observation.model.parameters"] = json_text(llm["params"])
+    if llm.get("cost_usd") is not None:
+        out["gen_ai.usage.cost"] = float(llm["cost_usd"])
+    if llm.get("time_to_first_token_ns") is not None:
+        first = (rec["start_ns"] + llm["time_to_first_token_ns"]) / 1e9
+        out["langfuse.observation.completion_start_time"] = (
+            datetime.fromtimestamp(first, timezone.utc).isoformat().replace("+00:00", "Z"))
+    error = rec.get("error")
+    if error or rec.get("status") == "error":
+        out["langfuse.observation.level"] = "ERROR"
+        if error:
+            kind, message = error.get("type") or "", error.get("message") or ""
+            out["langfuse.observation.status_message"] = f"{kind}: {message}" if kind and message else kind or message
+    return out
+
+
+class LangfuseExporter(HTTPExporter):
+    """OTLP/HTTP protobuf to Langfuse, Basic auth per project."""
+
+    Config = Config
+    credentials = "the public_key/secret_key pair"
+
+    def __init__(self, config: Config, ctx: Context) -> None:
+        super().__init__(config, ctx)
+        self.config: Config = config
+        self.url = f"{config.host.rstrip('/')}/api/public/otel/v1/traces"
+        self.encoder = Encoder((genai_attributes, self._langfuse))
+        self._trace_names: dict[str, str] = {}
+        self._auth: dict[str | None, str] = {
+            name: self._basic(keys.public_key, keys.secret_key) for name, keys in config.projects.items()}
+        self._default_auth = self._basic(config.public_key, config.secret_key) if config.public_key else None
+
+    @staticmethod
+    def _basic(public_key: str, secret_key: Secret) -> str:
+        token = base64.b64encode(f"{public_key}:{secret_key.reveal()}".encode()).decode()
+        return f"Basic {token}"
+
+    def _langfuse(self, rec: Span) -> Attributes:
+        return langfuse_attributes(rec, self._trace_names.get(rec["trace_id"]))
+
+    def headers(self, project: str | None) -> dict[str, str]:
+        auth = self._auth.get(project, self._default_auth)
+        if auth is None:
+            raise PermanentExportError(
+                f"Exporter {self.ctx.name}: no Langfuse keys for project {project!r}. Add them under "
+                f"projects.{project} (or set the default public_key and secret_key), then replay the "
+                "dead-lettered batch")
+        return {"authorization": auth, "x-langfuse-ingestion-version": "4"}
+
+    def secrets(self) -> list[str]:
+        keys = [self.config.secret_key.reveal(), *(k.secret_key.reveal() for k in self.config.projects.values())]
+        return keys + [a.split(" ", 1)[1] for a in self._auth.values()] + (
+            [self._default_auth.split(" ", 1)[1]] if self._default_auth else [])
+
+    async def export(self, batch: list[Span]) -> None:
+        """Send `batch`; the root span's name becomes every span's `langfuse.trace.name`."""
+        self._trace_names = {rec["trace_id"]: rec["name"] for rec in batch if not rec.get("parent_id")}
+        try:
+            await super().export(batch)
+        finally:
+            self._trace_names = {}
