@@ -153,3 +153,32 @@ class Daemon:
             self.proc.kill()
             self.proc.wait(10)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def build_processor(type_name: str, settings: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """A processor of `type_name` built from YAML-like `settings` as the daemon builds it, and its counters."""
+    from shipper import registry
+    from shipper.component import Context
+    from shipper.config import build_dataclass
+    from shipper.errors import ConfigError
+    from shipper.stats import Counters
+
+    cls = registry.load("processors", type_name)
+    problems: list[str] = []
+    config = build_dataclass(cls.Config, settings or {}, "", problems)
+    if problems:
+        raise ConfigError(problems)
+    counters = Counters()
+    return cls(config, Context(name=type_name, state_dir=Path("/nonexistent"), counters=counters)), counters
+
+
+def make_span(trace: int = 1, span: int = 1, parent: int | None = None, **fields: Any) -> dict[str, Any]:
+    """A valid record v1 with ids derived from small integers; `fields` override or add keys."""
+    record: dict[str, Any] = {
+        "v": 1, "trace_id": f"{trace:032x}", "span_id": f"{span:016x}", "name": "step",
+        "start_ns": 1_763_683_200_000_000_000, "end_ns": 1_763_683_200_100_000_000,
+    }
+    if parent is not None:
+        record["parent_id"] = f"{parent:016x}"
+    record.update(fields)
+    return record
