@@ -324,9 +324,11 @@ def build_dataclass(cls: type, data: Any, path: str, problems: list[str]) -> Any
             problems.append(f"{prefix}{key}: unknown key{_did_you_mean(str(key), fields)}")
             continue
         kwargs[key] = _convert(hints[key], value, f"{prefix}{key}", fields[key].metadata, problems)
-    for name, f in fields.items():
-        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            problems.append(f"{prefix}{name}: required key is missing")
+    missing = [name for name, f in fields.items()
+               if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    problems.extend(f"{prefix}{name}: required key is missing" for name in missing)
+    if missing:
+        return None
     try:
         instance = cls(**kwargs)
     except (TypeError, ValueError) as exc:

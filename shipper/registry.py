@@ -12,7 +12,13 @@ REGISTRY: dict[str, dict[str, str]] = {
         "unix_socket": "shipper.receivers.unix_socket:UnixSocketReceiver",
         "spool": "shipper.receivers.spool:SpoolReceiver",
     },
-    "processors": {},
+    "processors": {
+        "sample": "shipper.processors.sample:Sample",
+        "filter": "shipper.processors.filter:Filter",
+        "redact": "shipper.processors.redact:Redact",
+        "truncate": "shipper.processors.truncate:Truncate",
+        "rate_limit": "shipper.processors.rate_limit:RateLimit",
+    },
     "exporters": {
         "file": "shipper.exporters.file:FileExporter",
     },

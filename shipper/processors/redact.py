@@ -1,0 +1,193 @@
+"""Processor `redact`: mask secrets and personal data wherever a string can hide in a record.
+
+Every field of a record is walked, nested to any depth (input, output, llm messages and params,
+metadata, attributes, events, links, error, resource, tags, name, session and user ids), except the
+structural ones that are validated ids, enums and numbers (`v`, `trace_id`, `span_id`, `parent_id`,
+`kind`, `otel_kind`, `start_ns`, `end_ns`, `status`). Two kinds of rules:
+
+- `keys`: globs (case-insensitive) on the names of keys at any depth below a field; the whole value of
+  a matching key becomes `[REDACTED:key]`.
+- value patterns: regular expressions searched in every string (dict keys included); each match is
+  replaced by `[REDACTED:<pattern name>]`. Built-in ones are chosen with `builtin`: the default,
+  `[secrets]`, means `openai_key`, `anthropic_key`, `bearer_token`, `aws_access_key`, `aws_secret_key`,
+  `private_key` and the key names of `secret_keys` (password, secret, api_key, authorization, ...);
+  `email`, `phone` and `card_number` (Luhn-checked) are opt-in. `patterns` adds your own, by name.
+
+Records are never changed in place: a redacted record is a copy sharing every part that did not change
+(copy on write), so one exporter's `redact` never alters what another exporter sends. This is a line of
+defence, not a guarantee: a secret in a shape no pattern knows goes through.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shipper.component import Context
+from shipper.processors.walk import STRUCTURAL, changed_paths
+from shipper.record import Span
+
+__all__ = ["BUILTIN_PATTERNS", "Redact", "RedactConfig"]
+
+BUILTIN_PATTERNS: dict[str, str] = {
+    "anthropic_key": r"\bsk-ant-[A-Za-z0-9_\-]{20,}",
+    "openai_key": r"\bsk-(?!ant-)(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}",
+    "bearer_token": r"(?i:\bbearer\s+[A-Za-z0-9\-._~+/]{16,}=*)",
+    "aws_access_key": r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|APKA|AROA|ASCA)[A-Z0-9]{16}\b",
+    "aws_secret_key": r"(?i:aws_?secret_?(?:access_?)?key\b[\"']?\s*[:=]\s*[\"']?)[A-Za-z0-9/+]{40}\b",
+    "private_key": r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|\Z)",
+    "email": r"\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}\b",
+    "phone": r"(?<![\w+])(?:\+\d{1,3}[ .\-]?)?(?:\(\d{2,4}\)[ .\-]?|\d{2,4}[ .\-])\d{3,4}[ .\-]?\d{3,4}(?![\w])",
+    "card_number": r"(?<!\d)(?:\d[ \-]?){12,18}\d(?!\d)",
+}
+SECRET_KEYS = ["*password*", "*passwd*", "*secret*", "*api_key*", "*api-key*", "*apikey*", "*authorization*",
+               "*access_token*", "*refresh_token*", "*session_token*", "*private_key*", "cookie", "set-cookie"]
+GROUPS = {"secrets": ["openai_key", "anthropic_key", "bearer_token", "aws_access_key", "aws_secret_key",
+                      "private_key", "secret_keys"]}
+OPT_IN = ["email", "phone", "card_number"]
+KNOWN = sorted({*BUILTIN_PATTERNS, "secret_keys", *GROUPS})
+KEY_MASK = "[REDACTED:key]"
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        n = ord(ch) - 48
+        if i % 2:
+            n = n * 2 - 9 if n > 4 else n * 2
+        total += n
+    return total % 10 == 0
+
+
+def _masker(name: str) -> Callable[[re.Match[str]], str]:
+    mask = f"[REDACTED:{name}]"
+    if name == "card_number":
+        def card(match: re.Match[str]) -> str:
+            digits = re.sub(r"\D", "", match.group())
+            return mask if _luhn(digits) else match.group()
+        return card
+    return lambda match: mask
+
+
+@dataclass(kw_only=True)
+class RedactConfig:
+    """Which built-in rules are on, and your own key globs and value patterns."""
+
+    builtin: list[str] = field(default_factory=lambda: ["secrets"])
+    keys: list[str] = field(default_factory=list)
+    patterns: dict[str, str] = field(default_factory=dict)
+
+    def check(self) -> list[str]:
+        problems = []
+        for i, name in enumerate(self.builtin):
+            if name not in KNOWN:
+                problems.append(f"builtin[{i}]: unknown built-in rule {name!r}; expected some of {', '.join(KNOWN)}")
+        for name, pattern in self.patterns.items():
+            if not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
+                problems.append(f"patterns.{name}: a pattern name may use letters, digits, _ and - only "
+                                "(it is shown in the mask)")
+                continue
+            try:
+                regex = re.compile(pattern)
+            except re.error as exc:
+                problems.append(f"patterns.{name}: not a valid regular expression: {exc}")
+                continue
+            if regex.search("") is not None or regex.search(f"[REDACTED:{name}]") is not None:
+                problems.append(f"patterns.{name}: the pattern matches the empty string or its own mask "
+                                f"[REDACTED:{name}]; make it match only the text to hide")
+        return problems
+
+    def enabled(self) -> list[str]:
+        """The built-in rule names turned on, groups expanded."""
+        names: list[str] = []
+        for name in self.builtin:
+            for one in GROUPS.get(name, [name]):
+                if one not in names:
+                    names.append(one)
+        return names
+
+
+class Redact:
+    """Masks matching keys and values; returns copies of the records it changed."""
+
+    Config = RedactConfig
+
+    def __init__(self, config: RedactConfig, ctx: Context) -> None:
+        self.counters = ctx.counters
+        enabled = config.enabled()
+        rules = {name: BUILTIN_PATTERNS[name] for name in enabled if name in BUILTIN_PATTERNS}
+        rules.update(config.patterns)
+        self.patterns = {name: re.compile(pattern) for name, pattern in rules.items()}
+        self._subs = [(regex.subn, _masker(name)) for name, regex in self.patterns.items()]
+        globs = [*config.keys, *(SECRET_KEYS if "secret_keys" in enabled else [])]
+        key_regex = re.compile("|".join(fnmatch.translate(g.lower()) for g in globs)) if globs else None
+        self._secret_key = (lambda key: key_regex.match(key.lower()) is not None) if key_regex else (lambda key: False)
+
+    def text(self, value: str) -> str:
+        """`value` with every pattern's matches masked."""
+        for subn, mask in self._subs:
+            new, n = subn(mask, value)
+            if n:
+                value = new
+        return value
+
+    def value(self, value: Any) -> Any:
+        """`value` redacted; the very same object when nothing in it changed."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            out = None
+            for key, item in value.items():
+                new_key = self.text(key)
+                new = KEY_MASK if self._secret_key(key) else self.value(item)
+                if new is not item or new_key is not key:
+                    if out is None:
+                        out = dict(value)
+                    if new_key is not key:
+                        del out[key]
+                    out[new_key] = new
+            return value if out is None else out
+        if isinstance(value, list):
+            changed = None
+            for i, item in enumerate(value):
+                new = self.value(item)
+                if new is not item:
+                    if changed is None:
+                        changed = list(value)
+                    changed[i] = new
+            return value if changed is None else changed
+        return value
+
+    def record(self, span: Span) -> Span:
+        """The record redacted: `span` itself when nothing matched, else a copy on write."""
+        out = None
+        for key, item in span.items():
+            if key in STRUCTURAL:
+                continue
+            new = self.value(item)
+            if new is not item:
+                if out is None:
+                    out = dict(span)
+                out[key] = new
+        if out is None:
+            return span
+        self.counters.add("redacted")
+        return out
+
+    def __call__(self, batch: list[Span]) -> list[Span]:
+        record = self.record
+        return [record(span) for span in batch]
+
+    def explain(self, span: Span, trace: list[Span]) -> str:
+        """Which fields this record would have masked, and by what."""
+        changes = changed_paths(span, self.record(span))
+        if not changes:
+            return "kept: nothing to redact"
+        parts = []
+        for path, new in changes:
+            masks = sorted(set(re.findall(r"\[REDACTED:([\w\-]+)\]", str(new))))
+            parts.append(f"{path} ({', '.join(masks) or 'masked'})")
+        return "kept, redacted: " + "; ".join(parts)
