@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from typing import Any
@@ -62,16 +61,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print("\n".join(exc.problems), file=sys.stderr)
         return 1
-    logging.basicConfig(stream=sys.stderr, level=config.settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from shipper import logs, metrics, security, systemd
+
+    logs.configure(config.settings.log_level)
+    logs.scrub(secret.reveal() for _, secret in security.secrets_in(config))
     try:
+        security.check_startup(config, args.config)
         pipeline = Pipeline(config, args.config)
+        systemd.install(pipeline)
+        metrics.install(pipeline)
         anyio.run(pipeline.run)
     except ConfigError as exc:
         print("\n".join(exc.problems), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
+    finally:
+        logs.flush()
     return 0
 
 
@@ -122,7 +128,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
         return 0
-    print(f"shipper pid {status.get('pid')}, up {status.get('uptime_s', 0):.0f}s, config {status.get('config')}")
+    rss = f", rss {status['rss_bytes'] / 2**20:.1f} MiB" if status.get("rss_bytes") else ""
+    print(f"shipper pid {status.get('pid')}, up {status.get('uptime_s', 0):.0f}s{rss}, config {status.get('config')}")
     pipeline = status.get("pipeline", {})
     print(f"  pipeline: received {pipeline.get('received', 0)}, processed {pipeline.get('processed', 0)}")
     for section in ("receivers", "exporters"):

@@ -34,6 +34,7 @@ __all__ = [
     "Config",
     "Duration",
     "ExporterCommon",
+    "MetricsConfig",
     "QueueConfig",
     "RetryConfig",
     "Secret",
@@ -115,6 +116,25 @@ class ExporterCommon:
     batch: BatchConfig = field(default_factory=lambda: BatchConfig(max_delay=1.0))
 
 
+@dataclass(kw_only=True)
+class MetricsConfig:
+    """The Prometheus endpoint: `host:port` on a loopback address; empty (the default) serves none."""
+
+    endpoint: str = ""
+
+    def check(self) -> list[str]:
+        if not self.endpoint:
+            return []
+        host, sep, port = self.endpoint.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not port.isdigit() or int(port) > 65535:
+            return [f"endpoint: expected host:port like 127.0.0.1:9464, got {self.endpoint!r}"]
+        if host != "localhost" and not (host.startswith("127.") or host == "::1"):
+            return [f"endpoint: metrics are served on a loopback address only (127.0.0.1, ::1, localhost), "
+                    f"got {host!r}; put a proxy in front to expose them"]
+        return []
+
+
 @dataclass
 class ComponentSpec:
     """One configured component: its name, registered type, built config and own processors."""
@@ -135,6 +155,7 @@ class Settings:
     control_socket: str = ""
     max_record_bytes: ByteSize = field(default=16 * MiB, metadata={"min": 1024})
     batch: BatchConfig = field(default_factory=BatchConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 @dataclass

@@ -46,6 +46,7 @@ class Config:
     mode: int | str = "0660"
     group: str = ""
     allowed_uids: list[int] = field(default_factory=list)
+    allowed_gids: list[int] = field(default_factory=list)
     max_message_bytes: ByteSize = field(default=8 * 1024 * 1024, metadata={"min": 4096})
     backlog: int = field(default=128, metadata={"min": 1})
 
@@ -80,15 +81,24 @@ class UnixSocketReceiver:
         self._buffer = bytearray(config.max_message_bytes)
         self._view = memoryview(self._buffer)
         self._allowed = frozenset(config.allowed_uids)
+        self._allowed_gids = frozenset(config.allowed_gids)
+        self._restricted = bool(self._allowed or self._allowed_gids)
         self._connections = 0
         self._inherited = False
 
     def statistics(self) -> dict[str, Any]:
         """Live figures for `shipper status`."""
-        return {"path": self.config.path, "open_connections": self._connections}
+        path = self._listener.getsockname() if self._inherited and self._listener else self.config.path
+        return {"path": path, "open_connections": self._connections, "inherited": self._inherited}
 
     async def open(self) -> None:
-        """Bind the socket (replacing a stale file), set its mode and group, and listen."""
+        """Bind the socket (replacing a stale file), set its mode and group, and listen.
+
+        With a socket handed over by `adopt()` (socket activation) nothing is bound: systemd owns the
+        file, its mode and its group (`SocketMode=`, `SocketGroup=`).
+        """
+        if self._listener is not None and self._inherited:
+            return
         path = self.config.path
         os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
         self._remove_stale(path)
@@ -154,9 +164,10 @@ class UnixSocketReceiver:
                     pid, uid, gid = _PEERCRED.unpack(
                         conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
                     )
-                    if self._allowed and uid not in self._allowed:
+                    if self._restricted and uid not in self._allowed and gid not in self._allowed_gids:
                         self.counters.add("refused")
-                        log.warning("Refused a sender with uid %d (pid %d): not in allowed_uids.", uid, pid)
+                        log.warning("Refused a sender with uid %d gid %d (pid %d) on %s: neither is in "
+                                    "allowed_uids or allowed_gids.", uid, gid, pid, self.config.path)
                         conn.close()
                         continue
                     self.counters.add("connections")

@@ -1,0 +1,137 @@
+"""The daemon's log: one line per event on stderr (for the journal), repeats rate-limited, secrets scrubbed.
+
+- One line per event: a message or traceback spanning lines is joined with ` | `, so the journal keeps it
+  as one entry. Under systemd (`$JOURNAL_STREAM` names our stderr) each line starts with its syslog
+  priority (`<3>` error, `<4>` warning, `<6>` info, `<7>` debug) instead of a timestamp, so
+  `journalctl -p warning` works; elsewhere lines read `2026-01-01 12:00:00,000 WARNING shipper.x: ...`.
+- Repeats: messages that differ only in their numbers (an exporter failing every second, a sender refused
+  on every connect) pass once per `interval`; the next one to pass says how many were suppressed, and
+  what is still pending is reported by `flush()` at exit.
+- Secrets: every value registered with `scrub()` (the config's `Secret`s) is replaced by `***` in each
+  line, tracebacks included, whatever code logged it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Iterable
+from typing import TextIO
+
+__all__ = ["JournalFormatter", "RepeatFilter", "configure", "flush", "scrub"]
+
+_NUMBER = re.compile(r"\d+")
+_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+MIN_SECRET_LENGTH = 4
+"""Shorter values are not scrubbed: replacing every `ab` in the log would garble it and hide nothing."""
+
+
+class JournalFormatter(logging.Formatter):
+    """Formats a record as one line, secrets replaced by `***`; syslog priority prefix for the journal."""
+
+    def __init__(self, journal: bool = False) -> None:
+        fmt = "%(name)s: %(message)s" if journal else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+        super().__init__(fmt)
+        self.journal = journal
+        self.secrets: list[str] = []
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        text = " | ".join(line for line in text.splitlines() if line.strip())
+        if self.journal:
+            level = max((lv for lv in _PRIORITY if lv <= record.levelno), default=logging.DEBUG)
+            text = f"<{_PRIORITY[level]}>{text}"
+        return text
+
+
+class RepeatFilter(logging.Filter):
+    """Lets a message through once per `interval` seconds; counts the similar ones it holds back."""
+
+    def __init__(self, interval: float = 30.0, max_keys: int = 2048) -> None:
+        super().__init__()
+        self.interval = interval
+        self.max_keys = max_keys
+        self._seen: dict[tuple[str, int, str], list[float | int]] = {}  # key: [passed_at, suppressed]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        key = (record.name, record.levelno, _NUMBER.sub("#", record.getMessage()))
+        entry = self._seen.get(key)
+        if entry is not None and now - entry[0] < self.interval:
+            entry[1] += 1
+            return False
+        if entry is not None and entry[1]:
+            record.msg = f"{record.getMessage()} ({entry[1]} similar messages suppressed in the last " \
+                         f"{now - entry[0]:.0f}s)"
+            record.args = None
+        if len(self._seen) >= self.max_keys:
+            self._prune(now)
+        self._seen[key] = [now, 0]
+        return True
+
+    def _prune(self, now: float) -> None:
+        for key in [k for k, (at, n) in self._seen.items() if now - at >= self.interval and not n]:
+            del self._seen[key]
+        while len(self._seen) >= self.max_keys:
+            del self._seen[next(iter(self._seen))]
+
+    def pending(self) -> list[tuple[str, int, int]]:
+        """(logger, level, count) of messages suppressed and not yet reported; clears them."""
+        out = [(name, level, int(n)) for (name, level, _), (_, n) in self._seen.items() if n]
+        for entry in self._seen.values():
+            entry[1] = 0
+        return out
+
+
+_handler: logging.Handler | None = None
+_repeats: RepeatFilter | None = None
+
+
+def _under_journal(stream: TextIO) -> bool:
+    """True when `stream` is the journal stream systemd connected (`$JOURNAL_STREAM` is `dev:ino`)."""
+    expected = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return expected == f"{st.st_dev}:{st.st_ino}"
+
+
+def configure(level: str = "info", interval: float = 30.0, stream: TextIO | None = None) -> logging.Handler:
+    """Send the root logger to stderr, one line per event, rate-limited; replaces an earlier `configure`."""
+    global _handler, _repeats
+    stream = stream or sys.stderr
+    root = logging.getLogger()
+    if _handler is not None:
+        root.removeHandler(_handler)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JournalFormatter(journal=_under_journal(stream)))
+    _repeats = RepeatFilter(interval)
+    handler.addFilter(_repeats)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    _handler = handler
+    return handler
+
+
+def scrub(secrets: Iterable[str]) -> None:
+    """Replace these values by `***` in every line from now on (values shorter than 4 are ignored)."""
+    if _handler is None:
+        return
+    formatter = _handler.formatter
+    if isinstance(formatter, JournalFormatter):
+        known = set(formatter.secrets) | {s for s in secrets if len(s) >= MIN_SECRET_LENGTH}
+        formatter.secrets = sorted(known, key=len, reverse=True)  # longest first: no partial leftovers
+
+
+def flush() -> None:
+    """Report the repeats suppressed since they last passed (call at exit)."""
+    if _repeats is None:
+        return
+    for name, level, count in _repeats.pending():
+        logging.getLogger(name).log(level, "%d similar messages were suppressed before exit.", count)
