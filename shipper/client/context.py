@@ -93,7 +93,7 @@ class TraceContext:
         self._token = _fields_var.set(merged)
         span = current_span_var.get()
         if span is not None:
-            span.trace.update(self.fields)
+            span._trace.update(self.fields)
         return self
 
     def __exit__(self, *exc_info: Any) -> None:

@@ -231,7 +231,7 @@ class Span:
         return not self._ended
 
     def __repr__(self) -> str:
-        return f"Span({self.name!r}, kind={self.kind!r}, trace_id={self.trace_id!r}, span_id={self.span_id!r})"
+        return f"Span({self.name!r}, kind={self.kind!r}, trace_id={self.trace_id}, span_id={self.span_id})"
 
 
 def _merge(fields: dict[str, Any], key: str, values: Any) -> None:
