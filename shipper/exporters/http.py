@@ -25,7 +25,9 @@ import email.utils
 import gzip
 import hashlib
 import logging
+import functools
 import re
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -121,6 +123,12 @@ def classify(response: httpx.Response, where: str, secrets: Iterable[str] = (),
                                 status=code, excerpt=text)
 
 
+@functools.lru_cache(maxsize=1)
+def _tls_context() -> ssl.SSLContext:
+    """One default TLS context for every client: building one (loading CA certificates) is slow."""
+    return httpx.create_ssl_context()
+
+
 class _TooLarge(Exception):
     """A 413 answer for a part of more than one span: split it."""
 
@@ -170,6 +178,7 @@ class HTTPExporter:
                 limits=httpx.Limits(max_connections=8, max_keepalive_connections=4, keepalive_expiry=30.0),
                 headers={"user-agent": USER_AGENT},
                 follow_redirects=False,
+                verify=_tls_context(),
             )
 
     async def aclose(self) -> None:
