@@ -22,10 +22,10 @@ and which attributes to emit (`encoder`); the base does the rest, per batch:
 from __future__ import annotations
 
 import email.utils
+import functools
 import gzip
 import hashlib
 import logging
-import functools
 import re
 import ssl
 import time
