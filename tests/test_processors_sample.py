@@ -16,7 +16,7 @@ from shipper.processors.sample import trace_fraction
 def _traces(n: int, spans: int = 3, seed: int = 7) -> list[dict]:
     rng = random.Random(seed)
     out = []
-    for t in range(n):
+    for _ in range(n):
         trace = rng.getrandbits(128) | 1
         out.extend(make_span(trace, s + 1, None if s == spans - 1 else spans, kind="llm" if s == 0 else "chain")
                    for s in range(spans))

@@ -35,7 +35,7 @@ from shipper.record import Span
 
 __all__ = ["TailConfig", "TailSampler"]
 
-TRACE_OVERHEAD = 600
+TRACE_OVERHEAD = 400
 """Bytes a held trace costs beyond its serialized spans (index entry, ids, bookkeeping), measured."""
 SPAN_OVERHEAD = 40
 """Bytes each held span costs beyond its serialized size (bytes object header, list slot)."""
@@ -142,7 +142,7 @@ class TailSampler:
         return out
 
     def _add(self, held: _Held, span: Span) -> None:
-        blob = orjson.dumps(span)
+        blob = memoryview(orjson.dumps(span)).tobytes()  # orjson's own bytes keep a 4 KiB buffer each
         held.spans.append(blob)
         size = len(blob) + SPAN_OVERHEAD
         held.size += size
