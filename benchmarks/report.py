@@ -1,0 +1,80 @@
+"""Plain-text tables of a result and of a comparison, as `run` and `compare` print them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+LABELS = {
+    "none": "no tracing", "floor": "raw floor (dict+orjson+send)", "span_up": "shipper.span, daemon up",
+    "traced_up": "@traced, daemon up", "span_down": "shipper.span, daemon down", "traced_down": "@traced, daemon down",
+    "span_deaf": "shipper.span, deaf receiver", "traced_deaf": "@traced, deaf receiver",
+    "otel": "OpenTelemetry SDK, batch+OTLP/HTTP", "shipper_up": "shipper, daemon up",
+    "shipper_down": "shipper, daemon down",
+}
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    cells = [header, *[[("" if c is None else str(c)) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _us(ns: float) -> str:
+    return f"{ns / 1000:.2f}"
+
+
+def render(result: dict[str, Any]) -> str:
+    """Every part of a result as tables, then the targets."""
+    out = [f"shipper benchmarks ({result['mode']}), commit {result['commit']['short']}"
+           f"{' (dirty)' if result['commit'].get('dirty') else ''}, {result['machine']['cpu_model']}, "
+           f"{result['machine']['cores']} cores, Python {result['machine']['python']}, "
+           f"load {result['machine'].get('load_average')} -> {result.get('load_average_end')}"]
+    cost = result.get("span_cost")
+    if cost:
+        out.append(f"\nPer-span cost in the app ({cost['n']} spans x {cost['reps']} runs, medians; microseconds)")
+        rows = [[LABELS.get(name, name), _us(v["p50_ns"]), _us(v["p99_ns"]), _us(v["mean_ns"]), _us(v["cpu_ns"]),
+                 v["spooled"], f"{v['lost']}/{v['emitted']}"] for name, v in cost["variants"].items()]
+        out.append(_table(["option", "p50", "p99", "mean", "CPU/span", "spooled", "lost/emitted"], rows))
+        out.append("\nRatios: " + ", ".join(f"{k} {v}" for k, v in cost["ratios"].items()
+                                            if v is not None and k.startswith(("span_up", "traced_up", "otel"))))
+    exits = result.get("exit")
+    if exits:
+        out.append(f"\nProcess exit after {exits['n']} spans ({exits['reps']} runs, medians; milliseconds)")
+        rows = [[LABELS.get(name, name), f"{v['exit_ms']:.1f}", f"{v['added_ms']:+.1f}"]
+                for name, v in exits["variants"].items()]
+        out.append(_table(["option", "exit", "added"], rows))
+    daemon = result.get("daemon")
+    if daemon:
+        out.append(f"\nDaemon throughput ({daemon['n']} spans per scenario; {daemon['settings']})")
+        rows = [[name.replace("_", " -> ", 1).replace("_x3", " x3"), s["spans_per_s"], s["daemon_cpu_s"],
+                 s["cpu_s_per_100k"], s["spans_per_cpu_s"]] for name, s in daemon["scenarios"].items()]
+        out.append(_table(["scenario", "spans/s", "daemon CPU-s", "CPU-s/100k", "spans/CPU-s"], rows))
+        lat = daemon["latency"]
+        out.append(f"Emit-to-backend latency, socket -> OTLP, {lat['spans']} spans at {lat['rate_per_s']:.0f}/s: "
+                   f"p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms")
+    outage = result.get("outage")
+    if outage:
+        out.append(f"\nBackend outage: {outage['outage_s']} s at {outage['rate_per_s']:.0f} spans/s, "
+                   f"{outage['backlog_mb']} MiB queued on disk; daemon RSS {outage['rss_start_mb']} MiB at start, "
+                   f"{outage['rss_max_mb']} MiB max, {outage['rss_end_mb']} MiB after; drained in "
+                   f"{outage['drain_s']} s, {outage['lost']} of {outage['spans']} lost")
+    targets = result.get("targets")
+    if targets:
+        out.append("\nTargets")
+        rows = [[name, t["goal"], t["value"], {True: "met", False: "MISSED", None: "-"}[t["met"]]]
+                for name, t in targets.items()]
+        out.append(_table(["target", "goal", "value", ""], rows))
+    return "\n".join(out)
+
+
+def render_comparison(old: str, new: str, rows: list[dict[str, Any]]) -> str:
+    """new/old per figure; regressions and improvements marked."""
+    table = [[r["figure"], "" if r["ratio"] is None else f"{r['ratio']:.3f}", r["better"], f"±{r['noise']:.0%}",
+              "REGRESSION" if r["regression"] else "better" if r["improvement"] else "", r.get("note", "")]
+             for r in rows]
+    regressions = sum(r["regression"] for r in rows)
+    head = f"{new} against {old}: new/old ratios ({regressions} regression(s) beyond the noise)"
+    return head + "\n" + _table(["figure", "new/old", "better", "noise", "", ""], table)

@@ -1,0 +1,156 @@
+"""What one span costs the app, per tracing option, and how many spans a tight loop loses.
+
+Each run is a fresh `benchmarks.app cost` process; repetitions are interleaved (every variant once, then
+again, in a rotated order) and each figure is the median over repetitions. Where the spans go:
+`up`: a running daemon (file exporter); `down`: no daemon (a socket path nobody listens on, so the spool
+takes them); `deaf`: a receiver that accepts and never reads (the socket buffer fills, then the spool).
+Spans lost = emitted - reached, where reached counts what the daemon took in (socket and spool), what
+the spool directory holds plus what the deaf receiver's socket queued, or what the OTLP sink decoded.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from benchmarks.machine import ROOT
+from benchmarks.processes import ENV, Daemon, DeafReceiver, Sink, short_dir, spool_lines, wait_for
+
+# name: (option, where the spans go)
+VARIANTS: dict[str, tuple[str, str]] = {
+    "none": ("none", "-"),
+    "floor": ("floor", "up"),
+    "span_up": ("span", "up"),
+    "traced_up": ("traced", "up"),
+    "span_down": ("span", "down"),
+    "traced_down": ("traced", "down"),
+    "span_deaf": ("span", "deaf"),
+    "traced_deaf": ("traced", "deaf"),
+    "otel": ("otel", "sink"),
+}
+FIGURES = ("p50_ns", "p99_ns", "p999_ns", "mean_ns", "cpu_ns", "wall_ns")
+
+
+def otel_available() -> bool:
+    """Whether the OpenTelemetry SDK and its OTLP/HTTP exporter are installed."""
+    try:
+        import opentelemetry.exporter.otlp.proto.http.trace_exporter  # noqa: F401
+        import opentelemetry.sdk.trace  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _app(option: str, n: int, warmup: int, socket_path: str = "", spool: str = "", sink: str = "") -> dict[str, Any]:
+    command = [sys.executable, "-m", "benchmarks.app", "cost", option, "--n", str(n), "--warmup", str(warmup),
+               "--socket", socket_path, "--spool", spool, "--sink", sink]
+    done = subprocess.run(command, capture_output=True, env=ENV, cwd=ROOT, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmarks.app cost {option} failed ({done.returncode}):\n{done.stderr.decode()[-2000:]}")
+    return orjson.loads(done.stdout.strip().splitlines()[-1])
+
+
+class _Places:
+    """The daemon and the sink shared by every run of a pass."""
+
+    def __init__(self, need_sink: bool) -> None:
+        self.daemon = Daemon({"file": {"type": "file"}}).start()
+        self.sink = Sink() if need_sink else None
+
+    def close(self) -> None:
+        self.daemon.stop()
+        if self.sink is not None:
+            self.sink.stop()
+
+    def run(self, name: str, n: int, warmup: int, settle: float) -> dict[str, Any]:
+        option, where = VARIANTS[name]
+        if where == "up":
+            before = self.daemon.received()
+            result = _app(option, n, warmup, self.daemon.socket, self.daemon.spool)
+            emitted = result["emitted"]
+            try:
+                wait_for(lambda: self.daemon.received() - before >= emitted, settle, "the daemon receiving every span",
+                         interval=0.1)
+            except TimeoutError:
+                pass
+            result["reached"] = self.daemon.received() - before
+        elif where == "down":
+            root = short_dir("shn")
+            try:
+                result = _app(option, n, warmup, str(root / "nobody.sock"), str(root / "spool"))
+                result["reached"] = spool_lines(str(root / "spool"))
+            finally:
+                shutil.rmtree(root, ignore_errors=True)
+        elif where == "deaf":
+            deaf = DeafReceiver()
+            try:
+                result = _app(option, n, warmup, deaf.socket, deaf.spool)
+                result["reached"] = deaf.drain() + spool_lines(deaf.spool)
+            finally:
+                deaf.close()
+        elif where == "sink":
+            assert self.sink is not None
+            before = self.sink.spans()
+            result = _app(option, n, warmup, sink=self.sink.url)
+            result["reached"] = self.sink.spans() - before
+        else:
+            result = _app(option, n, warmup)
+            result["reached"] = result["emitted"]
+        result["lost"] = result["emitted"] - result["reached"]
+        return result
+
+
+def measure(n: int, warmup: int, reps: int, settle: float, log: Callable[[str], None]) -> dict[str, Any]:
+    """Every variant `reps` times, interleaved; medians, losses and the ratios the targets are about."""
+    names = [name for name in VARIANTS if name != "otel" or otel_available()]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    places = _Places(need_sink="otel" in names)
+    try:
+        for rep in range(reps):
+            order = names[rep % len(names):] + names[:rep % len(names)]
+            for name in order:
+                runs[name].append(places.run(name, n, warmup, settle))
+            log(f"  span cost: repetition {rep + 1}/{reps} done")
+    finally:
+        places.close()
+    variants = {name: _summary(results) for name, results in runs.items()}
+    return {"n": n, "warmup": warmup, "reps": reps, "variants": variants, "ratios": ratios(variants),
+            "skipped": [] if "otel" in names else ["otel: opentelemetry-sdk or its OTLP/HTTP exporter is not installed"]}
+
+
+def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {key: statistics.median(r[key] for r in results) for key in FIGURES}
+    out["emitted"] = sum(r["emitted"] for r in results)
+    out["reached"] = sum(r["reached"] for r in results)
+    out["lost"] = sum(r["lost"] for r in results)
+    spooled = sum(int(r["info"].get("spooled", 0)) for r in results)
+    out["spooled"] = spooled
+    out["dropped"] = sum(sum(r["info"].get("dropped", {}).values()) if isinstance(r["info"].get("dropped"), dict)
+                         else 0 for r in results)
+    out["runs"] = [{key: r[key] for key in (*FIGURES, "emitted", "reached", "lost")} for r in results]
+    return out
+
+
+def ratios(variants: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """shipper / floor, OpenTelemetry / shipper, and shipper's p99 over the floor's p50."""
+    def r(a: str, b: str, key: str, key_b: str | None = None) -> float | None:
+        if a not in variants or b not in variants:
+            return None
+        bottom = variants[b][key_b or key]
+        return round(variants[a][key] / bottom, 3) if bottom else None
+
+    out: dict[str, float | None] = {}
+    for name in ("span_up", "traced_up", "span_down", "traced_down", "span_deaf", "traced_deaf"):
+        out[f"{name}/floor p50"] = r(name, "floor", "p50_ns")
+        out[f"{name}/floor cpu"] = r(name, "floor", "cpu_ns")
+        out[f"{name} p99/floor p50"] = r(name, "floor", "p99_ns", "p50_ns")
+    for name in ("span_up", "traced_up"):
+        out[f"otel/{name} p50"] = r("otel", name, "p50_ns")
+        out[f"otel/{name} cpu"] = r("otel", name, "cpu_ns")
+    return out

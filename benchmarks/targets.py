@@ -1,0 +1,40 @@
+"""The targets a run is held to (issue 7), each with the figure it reached and whether it met it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _target(goal: str, value: Any, met: bool | None, figure: str) -> dict[str, Any]:
+    return {"goal": goal, "value": value, "met": met, "figure": figure}
+
+
+def evaluate(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every target whose parts were measured in this run."""
+    out: dict[str, dict[str, Any]] = {}
+    cost = result.get("span_cost")
+    if cost:
+        v, ratios = cost["variants"], cost["ratios"]
+        for name in ("span_up", "traced_up"):
+            p50, cpu = ratios.get(f"{name}/floor p50"), ratios.get(f"{name}/floor cpu")
+            out[f"{name} p50 <= 1.5x floor"] = _target("<= 1.5", p50, p50 is not None and p50 <= 1.5, f"{name}/floor p50")
+            out[f"{name} cpu <= 1.5x floor"] = _target("<= 1.5", cpu, cpu is not None and cpu <= 1.5, f"{name}/floor cpu")
+            tail = ratios.get(f"{name} p99/floor p50")
+            out[f"{name} p99 <= 5x floor p50"] = _target("<= 5", tail, tail is not None and tail <= 5,
+                                                         f"{name} p99/floor p50")
+            for key in ("p50", "cpu"):
+                otel = ratios.get(f"otel/{name} {key}")
+                out[f"{name} {key} >= 8x cheaper than otel"] = _target(">= 8", otel, None if otel is None else otel >= 8,
+                                                                       f"otel/{name} {key}")
+        lost = sum(v[name]["lost"] for name in v if name.startswith(("span", "traced")))
+        out["no span lost in a tight loop (shipper)"] = _target("0", lost, lost == 0, "sum of lost, shipper variants")
+    exits = result.get("exit")
+    if exits:
+        down = exits["variants"]["shipper_down"]["added_ms"]
+        out["exit <= +10 ms, daemon down"] = _target("<= 10 ms", down, down <= 10, "exit.shipper_down.added_ms")
+    daemon = result.get("daemon")
+    if daemon:
+        rate = daemon["scenarios"].get("socket_otlp", {}).get("spans_per_cpu_s")
+        out["daemon >= 50k spans/CPU-s to OTLP"] = _target(">= 50000", rate, rate is not None and rate >= 50_000,
+                                                          "daemon.socket_otlp.spans_per_cpu_s")
+    return out

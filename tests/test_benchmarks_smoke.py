@@ -1,0 +1,79 @@
+"""The benchmarks run end to end in their quick mode and produce a complete result (no timing assertions)."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "benchmarks", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def quick_run() -> Iterator[tuple[Path, subprocess.CompletedProcess[str]]]:
+    """One `python -m benchmarks run --quick` into a temporary directory (never benchmarks/results)."""
+    with tempfile.TemporaryDirectory(prefix="shipper-bench-") as out:
+        yield Path(out), _run("run", "--quick", "--out", out)
+
+
+def _result(out: Path) -> dict:
+    files = sorted(out.glob("*.json"))
+    assert len(files) == 1, files
+    return orjson.loads(files[0].read_bytes())
+
+
+def test_quick_run_writes_a_result_with_every_part(quick_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    """`run --quick` exits 0 and writes <timestamp>-<commit>.json with machine, commit, versions and every part."""
+    out, done = quick_run
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = _result(out)
+    assert result["errors"] == {}
+    assert result["mode"] == "quick"
+    assert {"cpu_model", "cores", "python"} <= result["machine"].keys()
+    assert result["commit"]["sha"] and result["versions"]["shipper"]
+    variants = result["span_cost"]["variants"]
+    assert {"none", "floor", "span_up", "traced_up", "span_down", "traced_down", "span_deaf", "traced_deaf"} <= variants.keys()
+    for figures in variants.values():
+        assert {"p50_ns", "p99_ns", "mean_ns", "cpu_ns", "emitted", "reached", "lost"} <= figures.keys()
+    assert "span_up/floor p50" in result["span_cost"]["ratios"]
+    assert {"none", "shipper_up", "shipper_down"} <= result["exit"]["variants"].keys()
+    scenarios = result["daemon"]["scenarios"]
+    assert set(scenarios) == {"socket_file", "socket_otlp", "socket_otlp_x3", "spool_otlp", "spool_otlp_x3"}
+    for figures in scenarios.values():
+        assert {"spans_per_s", "cpu_s_per_100k", "spans_per_cpu_s"} <= figures.keys()
+    assert {"p50_ms", "p99_ms"} <= result["daemon"]["latency"].keys()
+    assert {"rss_start_mb", "rss_max_mb", "backlog_mb", "drain_s", "lost"} <= result["outage"].keys()
+    assert result["targets"]
+    assert "Per-span cost in the app" in done.stdout and "Targets" in done.stdout
+    ElementTree.parse(out / "chart.svg")  # well-formed SVG
+
+
+def test_compare_flags_a_regression_beyond_the_noise(quick_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    """`compare OLD NEW` prints new/old ratios and exits 1 when a figure got worse beyond the noise bar."""
+    out, _ = quick_run
+    old = _result(out)
+    new = copy.deepcopy(old)
+    new["span_cost"]["variants"]["span_up"]["cpu_ns"] *= 3
+    with tempfile.TemporaryDirectory(prefix="shipper-cmp-") as scratch:
+        old_path, new_path = Path(scratch, "a.json"), Path(scratch, "b.json")
+        old_path.write_bytes(orjson.dumps(old))
+        new_path.write_bytes(orjson.dumps(new))
+        same = _run("compare", str(old_path), str(old_path))
+        worse = _run("compare", str(old_path), str(new_path))
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert worse.returncode == 1, worse.stdout + worse.stderr
+    line = next(row for row in worse.stdout.splitlines() if row.startswith("span_cost.span_up.cpu_ns"))
+    assert "3.000" in line and "REGRESSION" in line
