@@ -1,0 +1,1 @@
+"""Integrations with LLM libraries: each module imports its library, so import the one you use."""

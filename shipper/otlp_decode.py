@@ -1,0 +1,479 @@
+"""OpenTelemetry spans → record v1: the reverse of `shipper.semconv`, shared by every OTel intake.
+
+`shipper.otel` (spans of the app's own OpenTelemetry SDK) and the `otlp_http` receiver (OTLP protobuf or
+JSON from any process) both describe a span as an `OTelSpan` and call `to_record`, so the same span gives
+the same record whichever way it came. Nothing here imports protobuf or the OpenTelemetry SDK:
+`from_request` reads an `ExportTraceServiceRequest` by field name.
+
+What `to_record` does:
+- every attribute is kept in `attributes`, made valid for a record (SPEC §1): a scalar or a list of
+  scalars stays; a map, a nested or null-holding list, bytes, a non-finite float become text; keys are
+  cut to 256 characters. Event and link attributes are treated the same way;
+- OpenInference, OTel GenAI (`gen_ai.*`) and Langfuse (`langfuse.*`) attributes are *also* lifted into the
+  record's fields: `kind`, `llm` (model, provider, operation, params, messages, usage, cost, response
+  model, time to first token), `input`, `output`, `session_id`, `user_id`, `tags`, `metadata`. Where
+  conventions disagree, OpenInference wins, then Langfuse, then OTel GenAI;
+- the resource's `service.name` becomes `service` and `openinference.project.name` becomes `project`;
+  the rest of the resource is `resource`; the instrumentation scope is kept as the attributes
+  `otel.scope.name` / `otel.scope.version` (as OTLP-to-Zipkin exporters do);
+- status: `OK` → `ok`, `ERROR` → `error` with `error` {type, message, stack} taken from the last
+  `exception` event (which then leaves `events`: exporters re-create it from `error`), else from the
+  status description and `error.type`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from shipper import semconv as sc
+from shipper.record import KINDS, MAX_KEY_CHARS, Span
+
+__all__ = ["OTelSpan", "clean_attributes", "clean_value", "from_request", "lift", "to_record"]
+
+SCOPE_NAME, SCOPE_VERSION = "otel.scope.name", "otel.scope.version"
+OTEL_KINDS = ("internal", "internal", "server", "client", "producer", "consumer")
+"""OTLP `Span.SpanKind` numbers (0 unspecified, 1 internal, ...) → record `otel_kind`."""
+STATUS_CODES = ("unset", "ok", "error")
+"""OTLP `Status.StatusCode` numbers → record `status`."""
+
+# Langfuse's own attributes (what its SDK sends; shipper.exporters.langfuse writes the same names).
+LF_TYPE = "langfuse.observation.type"
+LF_INPUT, LF_OUTPUT = "langfuse.observation.input", "langfuse.observation.output"
+LF_MODEL, LF_PARAMS = "langfuse.observation.model.name", "langfuse.observation.model.parameters"
+LF_USAGE, LF_COST = "langfuse.observation.usage_details", "langfuse.observation.cost_details"
+LF_COMPLETION_START = "langfuse.observation.completion_start_time"
+LF_SESSION, LF_USER, LF_TAGS = "langfuse.session.id", "langfuse.user.id", "langfuse.trace.tags"
+LF_METADATA = ("langfuse.trace.metadata.", "langfuse.observation.metadata.")
+LF_KINDS = {"generation": "llm", "embedding": "embedding", "agent": "agent", "tool": "tool", "chain": "chain",
+            "retriever": "retriever", "guardrail": "guardrail", "evaluator": "evaluator"}
+LF_USAGE_KEYS = {"input": "input_tokens", "output": "output_tokens", "total": "total_tokens",
+                 "cache_read_input_tokens": "cache_read_tokens", "input_cached_tokens": "cache_read_tokens",
+                 "reasoning_tokens": "reasoning_tokens", "output_reasoning_tokens": "reasoning_tokens"}
+
+GENAI_KINDS = {"chat": "llm", "text_completion": "llm", "generate_content": "llm", "completion": "llm",
+               "embeddings": "embedding", "execute_tool": "tool", "invoke_agent": "agent", "create_agent": "agent"}
+"""`gen_ai.operation.name` → record kind."""
+GENAI_USAGE_OLD = {"gen_ai.usage.prompt_tokens": "input_tokens", "gen_ai.usage.completion_tokens": "output_tokens"}
+USER_IDS = (sc.USER_ID, LF_USER, "enduser.id")
+_PARAM_OF = {name: key for key, name in sc.GENAI_PARAMS.items()}
+_USAGE_OF = {name: key for key, name in (*sc.GENAI_USAGE.items(), *sc.OI_TOKENS.items())}
+_MESSAGE_KEY = re.compile(r"llm\.(input|output)_messages\.(\d+)\.message\.(.+)")
+_SCALARS = (str, bool, int, float)
+
+
+@dataclass(slots=True)
+class OTelSpan:
+    """One OpenTelemetry span, whatever it was read from; ids in lowercase hex, attributes as given."""
+
+    trace_id: str
+    span_id: str
+    name: str
+    start_ns: int
+    end_ns: int
+    parent_id: str | None = None
+    otel_kind: str = "internal"
+    status: str = "unset"
+    status_message: str = ""
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    events: list[tuple[str, int, Mapping[str, Any]]] = field(default_factory=list)
+    links: list[tuple[str, str, Mapping[str, Any]]] = field(default_factory=list)
+    resource: Mapping[str, Any] = field(default_factory=dict)
+    scope_name: str = ""
+    scope_version: str = ""
+
+
+# -- values ----------------------------------------------------------------------------------------------
+
+
+def clean_value(value: Any) -> Any:
+    """A value a record attribute may hold: scalars and lists of scalars stay, the rest becomes text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, _SCALARS):
+        return value
+    if isinstance(value, (list, tuple)):
+        if all(isinstance(v, _SCALARS) and not (isinstance(v, float) and not math.isfinite(v)) for v in value):
+            return list(value)
+        return sc.json_text(list(value))
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).hex()
+    return sc.json_text(value)
+
+
+def clean_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """Attributes valid for a record: None values left out, keys cut to 256 characters."""
+    return {str(k)[:MAX_KEY_CHARS]: clean_value(v) for k, v in attributes.items() if v is not None}
+
+
+def _json(value: Any) -> Any:
+    """JSON text parsed, or the value itself when it is not JSON text."""
+    if isinstance(value, str) and value[:1] in ("{", "[", '"'):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    return value
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and value >= 0 else None
+
+
+def _cost(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if value >= 0 and math.isfinite(value) else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+# -- messages --------------------------------------------------------------------------------------------
+
+
+def _oi_messages(attrs: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """OpenInference's flattened `llm.{input,output}_messages.N.message.*` back into message lists."""
+    found: dict[str, dict[int, dict[str, Any]]] = {"input": {}, "output": {}}
+    for key, value in attrs.items():
+        if not key.startswith(("llm.input_messages.", "llm.output_messages.")):
+            continue
+        match = _MESSAGE_KEY.fullmatch(key)
+        if match is None:
+            continue
+        side, index, rest = match.group(1), int(match.group(2)), match.group(3)
+        message = found[side].setdefault(index, {})
+        if rest in ("role", "content", "name", "tool_call_id"):
+            message[rest] = value
+        elif rest.startswith("contents."):
+            j, _, what = rest[len("contents."):].partition(".message_content.")
+            if j.isdigit():
+                message.setdefault("_parts", {}).setdefault(int(j), {})[what] = value
+        elif rest.startswith("tool_calls."):
+            k, _, what = rest[len("tool_calls."):].partition(".tool_call.")
+            if k.isdigit():
+                message.setdefault("_calls", {}).setdefault(int(k), {})[what] = value
+    out: dict[str, list[dict[str, Any]]] = {}
+    for side, by_index in found.items():
+        if not by_index:
+            continue
+        messages = []
+        for index in sorted(by_index):
+            message = by_index[index]
+            parts = message.pop("_parts", None)
+            calls = message.pop("_calls", None)
+            message.setdefault("role", "user" if side == "input" else "assistant")
+            if parts and "content" not in message:
+                message["content"] = [_oi_part(parts[j]) for j in sorted(parts)]
+            if calls:
+                message["tool_calls"] = [
+                    {"id": c.get("id"), "type": "function",
+                     "function": {"name": c.get("function.name"), "arguments": c.get("function.arguments")}}
+                    for c in (calls[k] for k in sorted(calls))]
+            messages.append(message)
+        out[side] = messages
+    return out
+
+
+def _oi_part(part: Mapping[str, Any]) -> dict[str, Any]:
+    if part.get("type") == "image":
+        return {"type": "image_url", "image_url": {"url": part.get("image.image.url", "")}}
+    return {"type": "text", "text": part.get("text", "")}
+
+
+def _genai_messages(value: Any, output: bool) -> list[dict[str, Any]] | None:
+    """`gen_ai.input.messages` / `gen_ai.output.messages` (parts form, JSON text) as record messages."""
+    messages = _json(value)
+    if not isinstance(messages, list):
+        return None
+    out = []
+    for item in messages:
+        if not isinstance(item, dict):
+            continue
+        message: dict[str, Any] = {"role": str(item.get("role") or ("assistant" if output else "user"))}
+        texts: list[str] = []
+        calls = []
+        for part in item.get("parts") or ():
+            if not isinstance(part, dict):
+                continue
+            kind = part.get("type")
+            if kind == "text":
+                texts.append(str(part.get("content", "")))
+            elif kind == "tool_call":
+                arguments = part.get("arguments")
+                calls.append({"id": part.get("id"), "type": "function", "function": {
+                    "name": part.get("name"),
+                    "arguments": arguments if isinstance(arguments, str) or arguments is None
+                    else sc.json_text(arguments)}})
+            elif kind == "tool_call_response":
+                message["role"] = "tool"
+                message["tool_call_id"] = part.get("id")
+                response = part.get("response")
+                texts.append(response if isinstance(response, str) else sc.json_text(response))
+        if texts:
+            message["content"] = texts[0] if len(texts) == 1 else [{"type": "text", "text": t} for t in texts]
+        if calls:
+            message["tool_calls"] = calls
+        if output and item.get("finish_reason"):
+            message["finish_reason"] = item["finish_reason"]
+        out.append(message)
+    return out
+
+
+# -- lifting ---------------------------------------------------------------------------------------------
+
+
+def _kind(attrs: Mapping[str, Any]) -> str:
+    oi = attrs.get(sc.SPAN_KIND)
+    if isinstance(oi, str) and oi.lower() in KINDS:
+        return oi.lower()
+    lf = LF_KINDS.get(attrs.get(LF_TYPE))  # type: ignore[arg-type]
+    if lf:
+        return lf
+    return GENAI_KINDS.get(attrs.get(sc.OPERATION_NAME), "span")  # type: ignore[arg-type]
+
+
+def _usage(attrs: Mapping[str, Any]) -> dict[str, int]:
+    usage: dict[str, int] = {}
+    for source in (dict(GENAI_USAGE_OLD), {k: v for k, v in _USAGE_OF.items() if k.startswith("gen_ai.")},
+                   {k: v for k, v in _USAGE_OF.items() if k.startswith("llm.")}):
+        for name, key in source.items():
+            count = _count(attrs.get(name))
+            if count is not None:
+                usage[key] = count
+    details = _json(attrs.get(LF_USAGE))
+    if isinstance(details, dict):
+        for name, key in LF_USAGE_KEYS.items():
+            count = _count(details.get(name))
+            if count is not None:
+                usage.setdefault(key, count)
+    return usage
+
+
+def _params(attrs: Mapping[str, Any]) -> dict[str, Any] | None:
+    for name in (sc.INVOCATION_PARAMETERS, LF_PARAMS):
+        params = _json(attrs.get(name))
+        if isinstance(params, dict) and params:
+            return params
+    params = {key: attrs[name] for name, key in _PARAM_OF.items() if name in attrs}
+    return params or None
+
+
+def _ttft_ns(attrs: Mapping[str, Any], start_ns: int) -> int | None:
+    seconds = attrs.get(sc.TIME_TO_FIRST_CHUNK)
+    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds >= 0:
+        return int(round(seconds * 1e9))
+    stamp = attrs.get(LF_COMPLETION_START)
+    if isinstance(stamp, str) and stamp:
+        try:
+            first = datetime.fromisoformat(stamp.replace("Z", "+00:00").strip('"')).timestamp()
+        except ValueError:
+            return None
+        delta = int(round(first * 1e9)) - start_ns
+        return delta if delta >= 0 else None
+    return None
+
+
+def _llm(attrs: Mapping[str, Any], start_ns: int) -> dict[str, Any]:
+    llm: dict[str, Any] = {}
+    model = (_text(attrs.get(sc.MODEL_NAME)) or _text(attrs.get(sc.EMBEDDING_MODEL_NAME))
+             or _text(attrs.get(LF_MODEL)) or _text(attrs.get(sc.REQUEST_MODEL)))
+    if model:
+        llm["model"] = model
+    response_model = _text(attrs.get(sc.RESPONSE_MODEL)) or _text(attrs.get("llm.response.model_name"))
+    if response_model:
+        llm["response_model"] = response_model
+    provider = (_text(attrs.get(sc.LLM_PROVIDER)) or _text(attrs.get(sc.PROVIDER_NAME))
+                or _text(attrs.get(sc.SYSTEM)) or _text(attrs.get("llm.system")))
+    if provider:
+        llm["provider"] = provider
+    operation = _text(attrs.get(sc.OPERATION_NAME))
+    if operation:
+        llm["operation"] = operation
+    params = _params(attrs)
+    if params:
+        llm["params"] = params
+    oi = _oi_messages(attrs)
+    for side, name in (("input", sc.INPUT_MESSAGES), ("output", sc.OUTPUT_MESSAGES)):
+        messages = oi.get(side) or (_genai_messages(attrs[name], side == "output") if name in attrs else None)
+        if messages:
+            llm[f"{side}_messages"] = messages
+    usage = _usage(attrs)
+    if usage:
+        llm["usage"] = usage
+    cost = _cost(attrs.get(sc.COST_TOTAL))
+    if cost is None:
+        cost = _cost(attrs.get("gen_ai.usage.cost"))
+    if cost is None:
+        details = _json(attrs.get(LF_COST))
+        cost = _cost(details.get("total")) if isinstance(details, dict) else None
+    if cost is not None:
+        llm["cost_usd"] = cost
+    ttft = _ttft_ns(attrs, start_ns)
+    if ttft is not None:
+        llm["time_to_first_token_ns"] = ttft
+    return llm
+
+
+def _value(attrs: Mapping[str, Any], value_key: str, mime_key: str, langfuse_key: str) -> Any:
+    if value_key in attrs:
+        value = attrs[value_key]
+        if attrs.get(mime_key) == sc.JSON_MIME and isinstance(value, str):
+            try:
+                return orjson.loads(value)
+            except orjson.JSONDecodeError:
+                return value
+        return value
+    if langfuse_key in attrs:
+        return _json(attrs[langfuse_key])
+    return None
+
+
+def _tags(attrs: Mapping[str, Any]) -> list[str] | None:
+    for name in (sc.TAGS, LF_TAGS):
+        tags = _json(attrs.get(name))
+        if isinstance(tags, str) and tags:
+            return [tags]
+        if isinstance(tags, (list, tuple)) and tags:
+            return [str(t) for t in tags]
+    return None
+
+
+def lift(attrs: Mapping[str, Any], start_ns: int = 0) -> dict[str, Any]:
+    """The record fields the known conventions' attributes say: kind, llm, input, output, trace-wide ones."""
+    out: dict[str, Any] = {"kind": _kind(attrs)}
+    llm = _llm(attrs, start_ns)
+    if llm:
+        out["llm"] = llm
+    for side, keys in (("input", (sc.INPUT_VALUE, sc.INPUT_MIME, LF_INPUT)),
+                       ("output", (sc.OUTPUT_VALUE, sc.OUTPUT_MIME, LF_OUTPUT))):
+        value = _value(attrs, *keys)
+        if value is not None:
+            out[side] = value
+    session = _text(attrs.get(sc.SESSION_ID)) or _text(attrs.get(LF_SESSION)) or _text(attrs.get(sc.CONVERSATION_ID))
+    if session:
+        out["session_id"] = session
+    user = next((str(attrs[k]) for k in USER_IDS if _text(attrs.get(k))), None)
+    if user:
+        out["user_id"] = user
+    tags = _tags(attrs)
+    if tags:
+        out["tags"] = tags
+    metadata = _json(attrs.get(sc.METADATA))
+    metadata = dict(metadata) if isinstance(metadata, dict) else {}
+    for key, value in attrs.items():
+        if key.startswith(LF_METADATA):
+            metadata.setdefault(key.split(".", 3)[3], _json(value))
+    if metadata:
+        out["metadata"] = metadata
+    return out
+
+
+# -- the record ------------------------------------------------------------------------------------------
+
+
+def _error(span: OTelSpan, events: list[dict[str, Any]]) -> dict[str, str]:
+    """The record's error for a failed span, taking the last `exception` event out of `events`."""
+    for i in range(len(events) - 1, -1, -1):
+        if events[i]["name"] == "exception":
+            attrs = events.pop(i)["attributes"]
+            return {"type": str(attrs.get("exception.type") or "Exception"),
+                    "message": str(attrs.get("exception.message") or span.status_message),
+                    "stack": str(attrs.get("exception.stacktrace") or "")}
+    kind = span.attributes.get(sc.ERROR_TYPE)
+    return {"type": str(kind or "Error"), "message": span.status_message}
+
+
+def to_record(span: OTelSpan, service: str | None = None) -> Span:
+    """A record v1 for `span`; `service` stands in for a resource without a real `service.name`."""
+    attributes = clean_attributes(span.attributes)
+    if span.scope_name:
+        attributes.setdefault(SCOPE_NAME, span.scope_name)
+        if span.scope_version:
+            attributes.setdefault(SCOPE_VERSION, span.scope_version)
+    name = span.name[:1024] if span.name else "unnamed"
+    record: Span = {"v": 1, "trace_id": span.trace_id, "span_id": span.span_id, "name": name,
+                    "start_ns": span.start_ns, "end_ns": span.end_ns}
+    if span.parent_id:
+        record["parent_id"] = span.parent_id
+    record.update(lift(span.attributes, span.start_ns))
+    record["otel_kind"] = span.otel_kind
+    record["status"] = span.status
+    events = [{"name": str(n), "time_ns": int(t), "attributes": clean_attributes(a)} for n, t, a in span.events]
+    if span.status == "error":
+        record["error"] = _error(span, events)
+    if events:
+        record["events"] = events
+    if span.links:
+        record["links"] = [{"trace_id": t, "span_id": s, "attributes": clean_attributes(a)} for t, s, a in span.links]
+    resource = clean_attributes(span.resource)
+    own = resource.pop(sc.SERVICE_NAME, None)
+    if isinstance(own, str) and own and (not own.startswith("unknown_service") or not service):
+        record["service"] = own
+    elif service:
+        record["service"] = service
+    project = resource.pop(sc.PROJECT_NAME, None)
+    if isinstance(project, str) and project:
+        record["project"] = project
+    if resource:
+        record["resource"] = resource
+    record["attributes"] = attributes
+    return record
+
+
+# -- OTLP protobuf ---------------------------------------------------------------------------------------
+
+
+def any_value(value: Any) -> Any:
+    """An OTLP `AnyValue` message as a Python value (arrays as lists, kvlists as dicts)."""
+    which = value.WhichOneof("value")
+    if which is None:
+        return None
+    if which == "array_value":
+        return [any_value(v) for v in value.array_value.values]
+    if which == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+    return getattr(value, which)
+
+
+def key_values(items: Iterable[Any]) -> dict[str, Any]:
+    """OTLP `KeyValue`s as a dict."""
+    return {kv.key: any_value(kv.value) for kv in items}
+
+
+def from_request(request: Any) -> Iterable[tuple[OTelSpan, Any]]:
+    """Each span of an `ExportTraceServiceRequest` as an `OTelSpan`, with the protobuf span it came from."""
+    for resource_spans in request.resource_spans:
+        resource = key_values(resource_spans.resource.attributes)
+        for scope_spans in resource_spans.scope_spans:
+            scope = scope_spans.scope
+            for pb in scope_spans.spans:
+                code = pb.status.code
+                yield OTelSpan(
+                    trace_id=pb.trace_id.hex(),
+                    span_id=pb.span_id.hex(),
+                    parent_id=pb.parent_span_id.hex() or None,
+                    name=pb.name,
+                    start_ns=pb.start_time_unix_nano,
+                    end_ns=pb.end_time_unix_nano,
+                    otel_kind=OTEL_KINDS[pb.kind] if 0 <= pb.kind < len(OTEL_KINDS) else "internal",
+                    status=STATUS_CODES[code] if 0 <= code < len(STATUS_CODES) else "unset",
+                    status_message=pb.status.message,
+                    attributes=key_values(pb.attributes),
+                    events=[(e.name, e.time_unix_nano, key_values(e.attributes)) for e in pb.events],
+                    links=[(lk.trace_id.hex(), lk.span_id.hex(), key_values(lk.attributes)) for lk in pb.links],
+                    resource=resource,
+                    scope_name=scope.name,
+                    scope_version=scope.version,
+                ), pb

@@ -1,0 +1,363 @@
+"""Receiver `otlp_http`: OTLP/HTTP traces (protobuf or JSON, gzip or not) from any OpenTelemetry SDK.
+
+Point an unmodified app at it (`OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318`), or the Langfuse SDK
+(`LANGFUSE_HOST=http://127.0.0.1:4318`): both paths are served.
+
+    POST /v1/traces                    OTLP/HTTP (the OpenTelemetry exporters' default path)
+    POST /api/public/otel/v1/traces    the same, where Langfuse's SDK sends it
+    Content-Type: application/x-protobuf | application/json;  Content-Encoding: gzip | identity
+
+Each span becomes a record v1 through `shipper.otlp_decode` (the mapping `shipper.otel` uses too) and
+goes down the same pipeline as the socket's records. A span that is not a valid record (a zero or
+missing id, end before start, ...) is set aside as malformed and reported back in the OTLP response's
+`partial_success` (`rejected_spans`, `error_message`); the others are taken. Answers:
+200 (an `ExportTraceServiceResponse` in the request's encoding), 400 (unreadable body or HTTP),
+404 (other path), 405 (not POST), 413 (body, or its gzip-expanded form, over `max_body_bytes`),
+415 (other content type or encoding). Error bodies are a `google.rpc.Status` as OTLP asks.
+
+The server is HTTP/1.1 with keep-alive, h11 on anyio TCP listeners, bound in `open()`; with port 0 the
+port the system chose shows in the log line and in `statistics()["port"]`. What it accepted is in the
+pipeline as soon as the 200 is sent; like the socket, nothing is replayable (`commit` is a no-op).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import h11
+import orjson
+from anyio.abc import SocketAttribute, SocketStream
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from shipper.component import Context, Deliver, Intake
+from shipper.config import ByteSize, Duration
+from shipper.errors import ConfigError, RecordError
+from shipper.otlp_decode import from_request, to_record
+from shipper.record import Reject, validate
+
+__all__ = ["OTLPHTTPReceiver", "parse_endpoint"]
+
+log = logging.getLogger("shipper.receivers.otlp_http")
+
+PATHS = ("/v1/traces", "/api/public/otel/v1/traces")
+PROTOBUF, JSON = "application/x-protobuf", "application/json"
+_PROTOBUF_TYPES = frozenset({PROTOBUF, "application/protobuf"})
+_ENDPOINT = re.compile(r"(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]]+)):(?P<port>\d{1,5})")
+_GRPC_CODE = {400: 3, 404: 5, 405: 12, 413: 8, 415: 3}
+_HEX_IDS = ("traceId", "spanId", "parentSpanId")
+
+
+def parse_endpoint(endpoint: str) -> tuple[str, int]:
+    """`host:port` (or `[v6]:port`) as (host, port); raises ValueError when it is not one."""
+    match = _ENDPOINT.fullmatch(endpoint.strip())
+    if match is None or int(match["port"]) > 65535:
+        raise ValueError(endpoint)
+    return match["v6"] or match["host"], int(match["port"])
+
+
+@dataclass(kw_only=True)
+class Config:
+    """Where to listen and how much one request may carry."""
+
+    endpoint: str = "127.0.0.1:4318"
+    max_body_bytes: ByteSize = field(default=16 * 1024 * 1024, metadata={"min": 1024})
+    timeout: Duration = field(default=30.0, metadata={"min": 0.001})
+
+    def check(self) -> list[str]:
+        try:
+            parse_endpoint(self.endpoint)
+        except ValueError:
+            return [f"endpoint: expected host:port like \"127.0.0.1:4318\" (port 0 picks a free one), "
+                    f"got {self.endpoint!r}"]
+        return []
+
+
+class _Refused(Exception):
+    """A request answered with an HTTP error status."""
+
+    def __init__(self, status: int, message: str, close: bool = False, json: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.close = close
+        self.json = json
+
+
+def _status_body(code: int, message: str, json: bool) -> bytes:
+    """A `google.rpc.Status` {code, message}, hand-encoded (two fields) to avoid another dependency."""
+    if json:
+        return orjson.dumps({"code": code, "message": message})
+    text = message.encode()
+    return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _hex_to_base64(item: dict[str, Any]) -> None:
+    for key in _HEX_IDS:
+        value = item.get(key)
+        if isinstance(value, str) and len(value) in (16, 32):
+            try:
+                item[key] = base64.b64encode(bytes.fromhex(value)).decode()
+            except ValueError:  # not hex: leave it for protobuf's JSON parser (base64)
+                pass
+
+
+def parse_json(body: bytes) -> ExportTraceServiceRequest:
+    """An OTLP/JSON body (ids in hex, as OTLP specifies) as an ExportTraceServiceRequest."""
+    data = orjson.loads(body)
+    if not isinstance(data, dict):
+        raise ValueError("the body is not a JSON object")
+    for rs in data.get("resourceSpans") or data.get("resource_spans") or ():
+        for ss in rs.get("scopeSpans") or rs.get("scope_spans") or ():
+            for span in ss.get("spans") or ():
+                _hex_to_base64(span)
+                for link in span.get("links") or ():
+                    _hex_to_base64(link)
+    return json_format.ParseDict(data, ExportTraceServiceRequest(), ignore_unknown_fields=True)
+
+
+class OTLPHTTPReceiver:
+    """OTLP/HTTP traces endpoint; one task per connection."""
+
+    Config = Config
+
+    def __init__(self, config: Config, ctx: Context) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.counters = ctx.counters
+        self.host, self.port = parse_endpoint(config.endpoint)
+        self._listener: Any = None
+        self._connections = 0
+
+    def statistics(self) -> dict[str, Any]:
+        """Live figures for `shipper status`: where it listens (the bound port) and open connections."""
+        return {"endpoint": f"{self.host}:{self.port}", "port": self.port, "open_connections": self._connections}
+
+    async def open(self) -> None:
+        """Bind and listen; with port 0 the system picks the port, which `statistics()` then reports."""
+        if self._listener is not None:
+            return
+        try:
+            self._listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
+        except OSError as exc:
+            raise ConfigError([f"receivers.{self.ctx.name}.endpoint: cannot listen on {self.config.endpoint}: "
+                               f"{exc.strerror or exc}; is another process using the port?"]) from exc
+        self.port = self._listener.extra(SocketAttribute.local_port)
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        log.info("Listening for OTLP/HTTP on http://%s:%d%s (and %s).", shown, self.port, PATHS[0], PATHS[1])
+
+    async def run(self, deliver: Deliver) -> None:
+        """Serve connections until cancelled."""
+        assert self._listener is not None, "open() first"
+        async with anyio.create_task_group() as tg:
+            await self._listener.serve(lambda stream: self._serve(stream, deliver), task_group=tg)
+
+    async def commit(self, mark: Any) -> None:
+        """Nothing to commit: what arrived over HTTP is not replayable."""
+
+    async def aclose(self) -> None:
+        """Stop listening. Idempotent."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.aclose()
+
+    # -- one connection ------------------------------------------------------------------------------
+
+    async def _serve(self, stream: SocketStream, deliver: Deliver) -> None:
+        self._connections += 1
+        try:
+            peer = stream.extra(SocketAttribute.remote_address, None)
+        except Exception:
+            peer = None
+        source = f"{self.ctx.name} {peer[0]}:{peer[1]}" if isinstance(peer, tuple) else self.ctx.name
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+        try:
+            async with stream:
+                while True:
+                    try:
+                        got = await self._read_request(conn, stream)
+                        if got is None:
+                            return
+                        request, body = got
+                        status, content_type, payload = await self._handle(request, body, source, deliver)
+                        close = False
+                    except _Refused as refused:
+                        self.counters.add("refused_requests")
+                        self.counters.last_error = f"{refused.status}: {refused.message}"
+                        status, content_type = refused.status, JSON if refused.json else PROTOBUF
+                        payload = _status_body(_GRPC_CODE.get(refused.status, 2), refused.message, refused.json)
+                        close = refused.close
+                    if not await self._respond(conn, stream, status, content_type, payload, close):
+                        return
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, TimeoutError,
+                h11.LocalProtocolError, OSError):
+            return
+        finally:
+            self._connections -= 1
+
+    async def _receive(self, conn: h11.Connection, stream: SocketStream) -> Any:
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise _Refused(exc.error_status_hint, f"malformed HTTP request: {exc}", close=True) from exc
+            if event is not h11.NEED_DATA:
+                return event
+            if conn.they_are_waiting_for_100_continue:
+                await stream.send(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+            with anyio.fail_after(self.config.timeout):
+                try:
+                    data = await stream.receive(65536)
+                except anyio.EndOfStream:
+                    data = b""
+            conn.receive_data(data)
+
+    async def _read_request(self, conn: h11.Connection, stream: SocketStream) -> tuple[h11.Request, bytes] | None:
+        event = await self._receive(conn, stream)
+        if isinstance(event, h11.ConnectionClosed):
+            return None
+        assert isinstance(event, h11.Request)
+        request = event
+        limit = self.config.max_body_bytes
+        json = _content_type(request) == JSON
+        for name, value in request.headers:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                raise _Refused(413, f"the body of {int(value)} bytes is over max_body_bytes ({limit}); send "
+                                    "smaller batches (OTEL_BSP_MAX_EXPORT_BATCH_SIZE) or raise the limit",
+                               close=True, json=json)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            event = await self._receive(conn, stream)
+            if isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > limit:
+                    raise _Refused(413, f"the body is over max_body_bytes ({limit}); send smaller batches",
+                                   close=True, json=json)
+                chunks.append(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                return request, b"".join(chunks)
+            elif isinstance(event, h11.ConnectionClosed):
+                return None
+
+    async def _respond(self, conn: h11.Connection, stream: SocketStream, status: int, content_type: str,
+                       payload: bytes, close: bool) -> bool:
+        """Send the answer; False when the connection is to be closed afterwards."""
+        headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(payload)).encode())]
+        if close:
+            headers.append((b"connection", b"close"))
+        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return False
+        await stream.send(conn.send(h11.Response(status_code=status, headers=headers)))
+        await stream.send(conn.send(h11.Data(data=payload)))
+        await stream.send(conn.send(h11.EndOfMessage()))
+        if close or conn.our_state is h11.MUST_CLOSE or conn.their_state is not h11.DONE:
+            return False
+        conn.start_next_cycle()
+        return True
+
+    # -- one request ---------------------------------------------------------------------------------
+
+    async def _handle(self, request: h11.Request, body: bytes, source: str,
+                      deliver: Deliver) -> tuple[int, str, bytes]:
+        path = request.target.split(b"?", 1)[0].rstrip(b"/").decode("latin-1")
+        if path not in PATHS:
+            raise _Refused(404, f"no such path {path!r}; OTLP traces go to {PATHS[0]} or {PATHS[1]}",
+                           json=_content_type(request) == JSON)
+        if request.method != b"POST":
+            raise _Refused(405, f"{request.method.decode('latin-1')} is not allowed here; OTLP export is a POST",
+                           json=_content_type(request) == JSON)
+        content_type = _content_type(request)
+        if content_type not in _PROTOBUF_TYPES and content_type != JSON:
+            raise _Refused(415, f"content type {content_type or 'none'!r} is not supported; send "
+                                f"{PROTOBUF} or {JSON}")
+        is_json = content_type == JSON
+        encoding = _header(request, b"content-encoding") or "identity"
+        if encoding == "gzip":
+            body = self._gunzip(body, is_json)
+        elif encoding != "identity":
+            raise _Refused(415, f"content encoding {encoding!r} is not supported; send gzip or identity",
+                           json=is_json)
+        try:
+            message = parse_json(body) if is_json else ExportTraceServiceRequest.FromString(body)
+        except (ValueError, DecodeError, json_format.ParseError, orjson.JSONDecodeError) as exc:
+            kind = "OTLP/JSON" if is_json else "OTLP protobuf"
+            raise _Refused(400, f"the body is not a readable {kind} ExportTraceServiceRequest: "
+                                f"{str(exc)[:200]}", json=is_json) from exc
+        records, rejects = self._records(message)
+        self.counters.add("requests")
+        if records:
+            self.counters.add("received", len(records))
+        if records or rejects:
+            await deliver(Intake(records, rejects, None, source, len(body)))
+        response = ExportTraceServiceResponse()
+        if rejects:
+            first = rejects[0]
+            response.partial_success.rejected_spans = len(rejects)
+            response.partial_success.error_message = (
+                f"{len(rejects)} spans were not valid records (first: {first.reason}, {first.detail})")
+        payload = json_format.MessageToJson(response, indent=None).encode() if is_json else response.SerializeToString()
+        return 200, JSON if is_json else PROTOBUF, payload
+
+    def _gunzip(self, body: bytes, json: bool) -> bytes:
+        limit = self.config.max_body_bytes
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out = inflater.decompress(body, limit + 1)
+        except zlib.error as exc:
+            raise _Refused(400, f"the gzip body cannot be decompressed: {exc}", json=json) from exc
+        if len(out) > limit:
+            raise _Refused(413, f"the body expands to more than max_body_bytes ({limit}) once decompressed; "
+                                "send smaller batches", json=json)
+        if not inflater.eof:
+            raise _Refused(400, "the gzip body is truncated", json=json)
+        return out
+
+    def _records(self, message: ExportTraceServiceRequest) -> tuple[list[dict[str, Any]], list[Reject]]:
+        records: list[dict[str, Any]] = []
+        rejects: list[Reject] = []
+        limit = self.ctx.max_record_bytes
+        for otel, pb in from_request(message):
+            record = to_record(otel)
+            try:
+                records.append(validate(record))
+            except RecordError as exc:
+                rejects.append(Reject(exc.reason, exc.detail, _excerpt(pb, limit)))
+        return records, rejects
+
+
+def _excerpt(pb: Any, limit: int) -> bytes:
+    """The rejected span as it came (JSON text), capped, for the rejected-records log."""
+    try:
+        text = json_format.MessageToJson(pb, indent=None).encode()
+    except Exception:
+        text = b""
+    return text[: min(limit, 65536)]
+
+
+def _header(request: h11.Request, name: bytes) -> str:
+    """A request header's value, lower case ("" when absent); h11 gives names lower-cased."""
+    return next((v.decode("latin-1").strip().lower() for k, v in request.headers if k == name), "")
+
+
+def _content_type(request: h11.Request) -> str:
+    return _header(request, b"content-type").split(";", 1)[0].strip()
