@@ -11,6 +11,7 @@ REGISTRY: dict[str, dict[str, str]] = {
     "receivers": {
         "unix_socket": "shipper.receivers.unix_socket:UnixSocketReceiver",
         "spool": "shipper.receivers.spool:SpoolReceiver",
+        "otlp_http": "shipper.receivers.otlp_http:OTLPHTTPReceiver",
     },
     "processors": {
         "sample": "shipper.processors.sample:Sample",
@@ -21,6 +22,10 @@ REGISTRY: dict[str, dict[str, str]] = {
     },
     "exporters": {
         "file": "shipper.exporters.file:FileExporter",
+        "otlp_http": "shipper.exporters.otlp_http:OTLPHTTPExporter",
+        "phoenix": "shipper.exporters.phoenix:PhoenixExporter",
+        "langfuse": "shipper.exporters.langfuse:LangfuseExporter",
+        "braintrust": "shipper.exporters.braintrust:BraintrustExporter",
     },
 }
 
