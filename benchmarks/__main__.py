@@ -65,7 +65,7 @@ def run(mode: str, parts: list[str], out: Path, draw: bool) -> int:
     previous = [p for p in results.listing(out, mode) if p != path]
     if previous:
         rows = results.compare(results.load(previous[-1]), result, 0.25)
-        print("\n" + report.render_comparison(previous[-1].name, path.name, rows))
+        print("\n" + report.render_comparison(previous[-1].name, path.name, rows, flagged_only=True))
     if draw:
         print(f"Chart: {chart.write([results.load(p) for p in results.listing(out)], out / 'chart.svg')}")
     return 1 if result["errors"] else 0

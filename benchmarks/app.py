@@ -2,7 +2,8 @@
 
 `cost`: record `--warmup` spans, then `--n` spans in a tight loop, each timed with perf_counter_ns, the
 process CPU (all threads) taken over the loop and the final flush; prints one JSON line of figures.
-`exit`: record `--n` spans, print the monotonic clock (ns, comparable across processes on Linux), exit
+`exit`: record `--n` spans, print the monotonic clock (ns, comparable across processes on Linux) and the
+process CPU so far, exit
 the way the app would (atexit handlers run: the OpenTelemetry SDK flushes there); the parent notes when
 the process is gone.
 """
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     one, _, _ = recorder(args.option, args.socket, args.spool, args.sink)
     for _ in range(args.n):
         one()
-    sys.stdout.write(f"{time.monotonic_ns()}\n")
+    sys.stdout.write(f"{time.monotonic_ns()} {time.process_time_ns()}\n")
     sys.stdout.flush()
     return 0
 

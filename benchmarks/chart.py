@@ -12,7 +12,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import LABELS
+from benchmarks.report import LABELS, ordered
 
 WIDTH = 860
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
@@ -29,8 +29,24 @@ def _line(x1: float, y1: float, x2: float, y2: float, color: str = "#ccc", width
     return f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{color}" stroke-width="{width}"{extra}/>'
 
 
+def _nice_step(raw: float) -> float:
+    """1, 2 or 5 times a power of ten, at least `raw`."""
+    if raw <= 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+
+
+def _short(value: float) -> str:
+    """12k, 1.5M, 0.5, 10: axis labels."""
+    for size, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:g}{suffix}"
+    return f"{value:g}"
+
+
 def _cost_panel(result: dict[str, Any], top: float) -> tuple[list[str], float]:
-    variants = result["span_cost"]["variants"]
+    variants = ordered(result["span_cost"]["variants"])
     left, right, bar, gap = 250, WIDTH - 60, 9, 8
     values = [v[k] / 1000 for v in variants.values() for k in ("p50_ns", "cpu_ns") if v[k] > 0]
     lo = 10 ** math.floor(math.log10(min(values)))
@@ -78,12 +94,13 @@ def _history_panel(title: str, runs: list[dict[str, Any]], series: dict[str, lis
         scale = lambda v: y1 - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo) or 1) * height  # noqa: E731
         ticks = [lo * 10 ** i for i in range(int(round(math.log10(hi / lo))) + 1)]
     else:
-        lo, hi = 0.0, hi * 1.15
+        step = _nice_step(hi / 4)
+        lo, hi = 0.0, step * math.ceil(hi * 1.05 / step)
         scale = lambda v: y1 - (v - lo) / (hi - lo or 1) * height  # noqa: E731
-        ticks = [hi * i / 4 for i in range(5)]
+        ticks = [step * i for i in range(int(round(hi / step)) + 1)]
     for t in ticks:
         out.append(_line(left, scale(t), right, scale(t), "#e5e5e5"))
-        out.append(_text(left - 6, scale(t) + 4, f"{t:,.3g}", 10, "end", color="#555"))
+        out.append(_text(left - 6, scale(t) + 4, _short(t), 10, "end", color="#555"))
     n = len(runs)
     xs = [left + (right - left) * (i / (n - 1) if n > 1 else 0.5) for i in range(n)]
     for i, run in enumerate(runs):
@@ -91,7 +108,7 @@ def _history_panel(title: str, runs: list[dict[str, Any]], series: dict[str, lis
             out.append(_text(xs[i], y1 + 14, run["commit"]["short"][:7], 9, "middle", color="#555"))
     for label, value in guides.items():
         out.append(_line(left, scale(value), right, scale(value), "#999", 1, "4 3"))
-        out.append(_text(right + 6, scale(value) + 4, label, 10, color="#777"))
+        out.append(_text(right - 4, scale(value) - 4, label, 10, "end", color="#777"))
     for k, (label, points) in enumerate(series.items()):
         color = COLORS[k % len(COLORS)]
         coords = [(xs[i], scale(v)) for i, v in enumerate(points) if v]

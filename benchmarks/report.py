@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+ORDER = ("none", "floor", "span_up", "traced_up", "span_down", "traced_down", "span_deaf", "traced_deaf", "otel",
+         "shipper_up", "shipper_down")
 LABELS = {
     "none": "no tracing", "floor": "raw floor (dict+orjson+send)", "span_up": "shipper.span, daemon up",
     "traced_up": "@traced, daemon up", "span_down": "shipper.span, daemon down", "traced_down": "@traced, daemon down",
@@ -22,6 +24,11 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def ordered(variants: dict[str, Any]) -> dict[str, Any]:
+    """Variants in the order of ORDER (result files store keys sorted), unknown ones last."""
+    return {name: variants[name] for name in [*ORDER, *sorted(variants.keys() - set(ORDER))] if name in variants}
+
+
 def _us(ns: float) -> str:
     return f"{ns / 1000:.2f}"
 
@@ -36,16 +43,17 @@ def render(result: dict[str, Any]) -> str:
     if cost:
         out.append(f"\nPer-span cost in the app ({cost['n']} spans x {cost['reps']} runs, medians; microseconds)")
         rows = [[LABELS.get(name, name), _us(v["p50_ns"]), _us(v["p99_ns"]), _us(v["mean_ns"]), _us(v["cpu_ns"]),
-                 v["spooled"], f"{v['lost']}/{v['emitted']}"] for name, v in cost["variants"].items()]
+                 v["spooled"], f"{v['lost']}/{v['emitted']}"] for name, v in ordered(cost["variants"]).items()]
         out.append(_table(["option", "p50", "p99", "mean", "CPU/span", "spooled", "lost/emitted"], rows))
         out.append("\nRatios: " + ", ".join(f"{k} {v}" for k, v in cost["ratios"].items()
                                             if v is not None and k.startswith(("span_up", "traced_up", "otel"))))
     exits = result.get("exit")
     if exits:
         out.append(f"\nProcess exit after {exits['n']} spans ({exits['reps']} runs, medians; milliseconds)")
-        rows = [[LABELS.get(name, name), f"{v['exit_ms']:.1f}", f"{v['added_ms']:+.1f}"]
-                for name, v in exits["variants"].items()]
-        out.append(_table(["option", "exit", "added"], rows))
+        rows = [[LABELS.get(name, name), f"{v['exit_ms']:.1f}", f"{v['added_ms']:+.1f}", f"{v['exit_cpu_ms']:.1f}",
+                 f"{v['added_cpu_ms']:+.1f}"]
+                for name, v in ordered(exits["variants"]).items()]
+        out.append(_table(["option", "exit", "added", "exit CPU", "added CPU"], rows))
     daemon = result.get("daemon")
     if daemon:
         out.append(f"\nDaemon throughput ({daemon['n']} spans per scenario; {daemon['settings']})")
@@ -70,11 +78,16 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def render_comparison(old: str, new: str, rows: list[dict[str, Any]]) -> str:
-    """new/old per figure; regressions and improvements marked."""
+def render_comparison(old: str, new: str, rows: list[dict[str, Any]], flagged_only: bool = False) -> str:
+    """new/old per figure; regressions and improvements marked (only those with `flagged_only`)."""
+    shown = [r for r in rows if r["regression"] or r["improvement"]] if flagged_only else rows
     table = [[r["figure"], "" if r["ratio"] is None else f"{r['ratio']:.3f}", r["better"], f"±{r['noise']:.0%}",
               "REGRESSION" if r["regression"] else "better" if r["improvement"] else "", r.get("note", "")]
-             for r in rows]
+             for r in shown]
     regressions = sum(r["regression"] for r in rows)
     head = f"{new} against {old}: new/old ratios ({regressions} regression(s) beyond the noise)"
+    if flagged_only:
+        head += "; changes beyond the noise only (`python -m benchmarks compare` shows every figure)"
+    if not shown:
+        return head
     return head + "\n" + _table(["figure", "new/old", "better", "noise", "", ""], table)
