@@ -33,16 +33,17 @@ from shipper.record import Span
 __all__ = ["BUILTIN_PATTERNS", "Redact", "RedactConfig"]
 
 BUILTIN_PATTERNS: dict[str, str] = {
+    "private_key": r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|\Z)",
     "anthropic_key": r"\bsk-ant-[A-Za-z0-9_\-]{20,}",
     "openai_key": r"\bsk-(?!ant-)(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}",
     "bearer_token": r"(?i:\bbearer\s+[A-Za-z0-9\-._~+/]{16,}=*)",
     "aws_access_key": r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|APKA|AROA|ASCA)[A-Z0-9]{16}\b",
     "aws_secret_key": r"(?i:aws_?secret_?(?:access_?)?key\b[\"']?\s*[:=]\s*[\"']?)[A-Za-z0-9/+]{40}\b",
-    "private_key": r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|\Z)",
+    "card_number": r"(?<!\d)(?:\d[ \-]?){12,18}\d(?!\d)",
     "email": r"\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}\b",
     "phone": r"(?<![\w+])(?:\+\d{1,3}[ .\-]?)?(?:\(\d{2,4}\)[ .\-]?|\d{2,4}[ .\-])\d{3,4}[ .\-]?\d{3,4}(?![\w])",
-    "card_number": r"(?<!\d)(?:\d[ \-]?){12,18}\d(?!\d)",
 }
+"""Built-in value patterns, applied in this order (before your own `patterns`), whatever order `builtin` lists."""
 SECRET_KEYS = ["*password*", "*passwd*", "*secret*", "*api_key*", "*api-key*", "*apikey*", "*authorization*",
                "*access_token*", "*refresh_token*", "*session_token*", "*private_key*", "cookie", "set-cookie"]
 GROUPS = {"secrets": ["openai_key", "anthropic_key", "bearer_token", "aws_access_key", "aws_secret_key",
@@ -50,6 +51,7 @@ GROUPS = {"secrets": ["openai_key", "anthropic_key", "bearer_token", "aws_access
 OPT_IN = ["email", "phone", "card_number"]
 KNOWN = sorted({*BUILTIN_PATTERNS, "secret_keys", *GROUPS})
 KEY_MASK = "[REDACTED:key]"
+_MAX_PASSES = 3
 
 
 def _luhn(digits: str) -> bool:
@@ -118,7 +120,7 @@ class Redact:
     def __init__(self, config: RedactConfig, ctx: Context) -> None:
         self.counters = ctx.counters
         enabled = config.enabled()
-        rules = {name: BUILTIN_PATTERNS[name] for name in enabled if name in BUILTIN_PATTERNS}
+        rules = {name: pattern for name, pattern in BUILTIN_PATTERNS.items() if name in enabled}
         rules.update(config.patterns)
         self.patterns = {name: re.compile(pattern) for name, pattern in rules.items()}
         self._subs = [(regex.subn, _masker(name)) for name, regex in self.patterns.items()]
@@ -127,12 +129,21 @@ class Redact:
         self._secret_key = (lambda key: key_regex.match(key.lower()) is not None) if key_regex else (lambda key: False)
 
     def text(self, value: str) -> str:
-        """`value` with every pattern's matches masked."""
-        for subn, mask in self._subs:
-            new, n = subn(mask, value)
-            if n:
-                value = new
+        """`value` with every pattern's matches masked (again, should masking make a new match appear)."""
+        for _ in range(_MAX_PASSES):
+            changed = False
+            for subn, mask in self._subs:
+                new, n = subn(mask, value)
+                if n and new != value:
+                    value, changed = new, True
+            if not changed:
+                break
         return value
+
+    def matches(self, value: str) -> list[str]:
+        """The names of the patterns that would mask something in `value` (none once it is redacted)."""
+        return [name for name, regex in self.patterns.items()
+                if any(mask(m) != m.group() for mask in (_masker(name),) for m in regex.finditer(value))]
 
     def value(self, value: Any) -> Any:
         """`value` redacted; the very same object when nothing in it changed."""
