@@ -35,7 +35,7 @@ class FilterConfig:
 
     def check(self) -> list[str]:
         problems = [f"ai_kinds: {kind!r} is not a kind; expected some of {', '.join(sorted(KINDS))}"
-                    for kind in self.ai_kinds if kind not in KINDS]
+                    for kind in self.ai_kinds if isinstance(kind, str) and kind not in KINDS]
         if not self.drop and not self.keep and not self.ai_only:
             problems.append("drop: the filter does nothing; give `drop` rules, `keep` rules or `ai_only: true`")
         return problems

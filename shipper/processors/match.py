@@ -42,10 +42,10 @@ class Match:
         problems = []
         for key, known in (("kind", KINDS), ("status", STATUSES)):
             for value in _as_list(getattr(self, key)):
-                if not _is_glob(value) and value not in known:
+                if isinstance(value, str) and not _is_glob(value) and value not in known:
                     problems.append(f"{key}: {value!r} is not a {key}; expected one of {', '.join(sorted(known))}")
         for key in ("attributes", "metadata"):
-            for name, value in getattr(self, key).items():
+            for name, value in (getattr(self, key) or {}).items():
                 if not isinstance(value, (str, int, float, bool)):
                     problems.append(f"{key}.{name}: expected a string (glob), number or true/false to compare "
                                     f"with, got {type(value).__name__}")
@@ -60,7 +60,9 @@ def match_fields() -> tuple[str, ...]:
 def _as_list(value: Globs) -> list[str]:
     if value is None:
         return []
-    return [value] if isinstance(value, str) else list(value)
+    if isinstance(value, str):
+        return [value]
+    return list(value) if isinstance(value, list) else []
 
 
 def _is_glob(text: str) -> bool:

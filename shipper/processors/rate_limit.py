@@ -27,7 +27,8 @@ class RateLimitConfig:
     max_services: int = field(default=1000, metadata={"min": 1})
 
     def check(self) -> list[str]:
-        if self.burst is None and 0 <= self.spans_per_second < 1:
+        rate = self.spans_per_second
+        if self.burst is None and isinstance(rate, (int, float)) and 0 <= rate < 1:
             return ["burst: required when spans_per_second is below 1 (a bucket must hold at least one span)"]
         return []
 

@@ -85,9 +85,11 @@ class RedactConfig:
     def check(self) -> list[str]:
         problems = []
         for i, name in enumerate(self.builtin):
-            if name not in KNOWN:
+            if isinstance(name, str) and name not in KNOWN:
                 problems.append(f"builtin[{i}]: unknown built-in rule {name!r}; expected some of {', '.join(KNOWN)}")
         for name, pattern in self.patterns.items():
+            if not isinstance(pattern, str):
+                continue  # already reported: expected a string
             if not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
                 problems.append(f"patterns.{name}: a pattern name may use letters, digits, _ and - only "
                                 "(it is shown in the mask)")

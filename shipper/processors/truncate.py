@@ -51,7 +51,8 @@ class TruncateConfig:
     max_record_bytes: ByteSize = field(default=1024 * 1024, metadata={"min": 16 * 1024})
 
     def check(self) -> list[str]:
-        if self.max_value_bytes > self.max_record_bytes:
+        values = (self.max_value_bytes, self.max_record_bytes)
+        if all(isinstance(v, int) for v in values) and self.max_value_bytes > self.max_record_bytes:
             return [f"max_value_bytes: {self.max_value_bytes} is more than max_record_bytes "
                     f"({self.max_record_bytes}); a value cannot be bigger than its record"]
         return []
