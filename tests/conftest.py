@@ -26,3 +26,17 @@ def daemon_factory() -> Iterator[type[Daemon]]:
     yield make  # type: ignore[misc]
     for daemon in made:
         daemon.cleanup()
+
+
+@pytest.fixture(scope="module")
+def shipped_daemon() -> Iterator[Daemon]:
+    """A daemon subprocess (socket, spool, file output) with this process's shipper client sending to it."""
+    import shipper
+    from shipper.client import transport
+
+    daemon = Daemon().start()
+    shipper.configure(service="tests", socket=daemon.socket, spool_dir=daemon.spool)
+    yield daemon
+    transport.shutdown()
+    daemon.cleanup()
+

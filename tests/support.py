@@ -182,3 +182,11 @@ def make_span(trace: int = 1, span: int = 1, parent: int | None = None, **fields
         record["parent_id"] = f"{parent:016x}"
     record.update(fields)
     return record
+
+
+def wait_records(daemon: Daemon, count: int, timeout: float = 20.0, **match: Any) -> list[dict[str, Any]]:
+    """Wait until the daemon's file output holds `count` records whose fields equal `match`; return them."""
+    def found() -> list[dict[str, Any]]:
+        records = [r for r in daemon.records() if all(r.get(k) == v for k, v in match.items())]
+        return records if len(records) >= count else []
+    return wait_for(found, timeout, message=f"{count} records matching {match}")
