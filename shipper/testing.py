@@ -13,7 +13,9 @@ so) with opentelemetry-proto, recorded as a `Request`, and answered with the nex
 
 Replies: `ok()`, `status(code, body=, headers=)`, `retry_after(value, code=429)`, `partial(rejected, message)`
 (an OTLP partial success), `hang(seconds)` (answer nothing until then or until the server stops),
-`reset()` (read the request, then reset the TCP connection).
+`reset()` (read the request, then reset the TCP connection). `server.default` is what every unscripted
+request gets: set it to `Reply.status(503)` for an outage of any length, back to `Reply.ok()` to end it.
+Requests are recorded even when the reply is a failure, so a test can count attempts.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ and which attributes to emit (`encoder`); the base does the rest, per batch:
    splits the same way;
 3. skip parts this exporter already delivered (a retried batch re-sends only what failed; the memory
    holds the last `_MEMO` parts and is lost at a restart, so delivery stays at-least-once);
-4. gzip, POST over the pooled client (timeouts from `timeout`, connections reused), classify the answer:
+4. gzip, POST over the pooled client (connections reused; `timeout` bounds connecting, each read, each
+   write and the wait for a pooled connection, as httpx does), classify the answer:
    2xx is success (an OTLP partial success is logged and its rejected spans counted as
    `rejected_by_backend`); connection errors, timeouts, 408, 429 and 5xx except 501 raise
    `RetryableExportError` with `Retry-After` parsed (seconds or an HTTP date); other answers raise
