@@ -53,7 +53,7 @@ def _load(path: str | None) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     import anyio
 
-    from shipper.errors import ConfigError
+    from shipper.errors import ConfigError, QueueBusyError
     from shipper.pipeline import Pipeline
 
     try:
@@ -64,7 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from shipper import logs, metrics, security, systemd
 
     logs.configure(config.settings.log_level)
-    logs.scrub(secret.reveal() for _, secret in security.secrets_in(config))
+    security.remember(secret.reveal() for _, secret in security.secrets_in(config))
     try:
         security.check_startup(config, args.config)
         pipeline = Pipeline(config, args.config)
@@ -74,6 +74,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print("\n".join(exc.problems), file=sys.stderr)
         return 1
+    except QueueBusyError as exc:
+        return _fail(str(exc))
     except KeyboardInterrupt:
         return 0
     finally:

@@ -7,7 +7,8 @@
     ├── ExportError               an exporter could not deliver a batch
     │   ├── RetryableExportError  try again later (`.retry_after` seconds when the backend said so)
     │   └── PermanentExportError  never retry: dead-letter the batch (`.excerpt` is secrets-free)
-    └── ControlError              the running daemon could not be reached or refused a command
+    ├── ControlError              the running daemon could not be reached or refused a command
+    └── QueueBusyError            an exporter's on-disk queue is locked by another process
 
 Library errors (OSError, httpx, yaml) are translated into these at the boundary, `raise ... from exc`.
 """
@@ -19,6 +20,7 @@ __all__ = [
     "ControlError",
     "ExportError",
     "PermanentExportError",
+    "QueueBusyError",
     "RecordError",
     "RetryableExportError",
     "ShipperError",
@@ -76,3 +78,7 @@ class PermanentExportError(ExportError):
 
 class ControlError(ShipperError):
     """The running daemon could not be reached, or refused a command."""
+
+
+class QueueBusyError(ShipperError):
+    """An exporter's on-disk queue is locked by another shipper process (a daemon or a replay)."""

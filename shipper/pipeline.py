@@ -3,16 +3,20 @@
 Topology:
 
     receivers ──deliver()──▶ intake stream (bounded: backpressure) ──▶ batcher
-        ──▶ shared processors ──▶ for each exporter: its sink (own processors, then its exporter)
-        ──▶ receivers' commit(mark) once every sink holds the batch
+        ──▶ shared processors ──▶ for each exporter: its sink (own processors, then its durable queue)
+        ──▶ receivers' commit(mark) once the batch is in every exporter's queue
+    each exporter's queue ──▶ its delivery worker (batch, export, retry, dead-letter) ──▶ its backend
 
-Start: open sinks (exporters), then receivers (bind), then start tasks; `task_status.started()` and the
+Start: open sinks (queues recovered, exporters opened), then receivers (bind), then start tasks (the
+delivery workers among them); `task_status.started()` and the
 `ready` listeners fire only once every receiver is bound.
 Shutdown (SIGTERM, SIGINT, or `stop()`), shielded, within `shutdown_timeout`:
   1. stop intake: cancel the receivers' tasks (senders fall back to their spool);
   2. close the intake stream; the batcher drains what was received, processors release what they hold
-     (forced), sinks take the last batches, marks are committed;
-  3. close sinks (exporters flush), then receivers (spool offsets saved, socket file removed).
+     (forced), sinks queue the last batches, marks are committed;
+  3. drain the delivery workers: each keeps exporting what is queued while its backend answers, and stops
+     at its first failure; at the deadline the rest stays in the queues for the next start;
+  4. close sinks (exporters, then queues fsynced), then receivers (spool offsets saved, socket removed).
 Reload (SIGHUP, `shipper reload`): read and validate the config; if invalid, keep running the old one
 and report the problems; else swap the processor chains between two batches (what the old chains held
 is flushed through). Receivers and exporters need a restart to change; a reload says so.
@@ -39,7 +43,7 @@ from shipper.component import Context, Intake
 from shipper.config import Config, load_config
 from shipper.errors import ConfigError
 from shipper.rejects import RejectLog
-from shipper.sink import DirectSink
+from shipper.sink import QueuedSink
 from shipper.stats import Stats
 
 __all__ = ["Pipeline"]
@@ -71,6 +75,7 @@ class Pipeline:
         self.receivers: dict[str, Any] = {}
         self.sinks: dict[str, Any] = {}
         self.chain: Chain = Chain([])
+        self._reload_lock: anyio.Lock | None = None
         self._build()
 
     def _context(self, section: str, name: str) -> Context:
@@ -85,7 +90,7 @@ class Pipeline:
         for spec in self.config.exporters:
             cls = registry.load("exporters", spec.type)
             ctx = self._context("exporters", spec.name)
-            self.sinks[spec.name] = DirectSink(spec.name, cls(spec.config, ctx), own[spec.name], ctx.counters)
+            self.sinks[spec.name] = QueuedSink(spec.name, cls(spec.config, ctx), own[spec.name], ctx)
 
     def _chains(self, config: Config) -> tuple[Chain, dict[str, Chain]]:
         limit = config.settings.max_record_bytes
@@ -134,8 +139,10 @@ class Pipeline:
                 tg.start_soon(self._process, receive)
                 intake = anyio.CancelScope()
                 tg.start_soon(self._run_receivers, intake)
-                tg.start_soon(self._signals, tg.cancel_scope)
+                await tg.start(self._signals, tg.cancel_scope)  # handlers in place before "ready"
                 tg.start_soon(control.serve)
+                for sink in self.sinks.values():
+                    tg.start_soon(sink.run)
                 for service in self.services:
                     tg.start_soon(service, self)
                 log.info("shipper is ready: %d receivers, %d exporters, config %s.",
@@ -149,9 +156,13 @@ class Pipeline:
                     intake.cancel()
                     await send.aclose()
                     await self._drained.wait()
+                    async with anyio.create_task_group() as drain:
+                        for sink in self.sinks.values():
+                            drain.start_soon(sink.drain)
                 if deadline.cancelled_caught:
-                    log.error("Shutdown took longer than shutdown_timeout (%.1fs); exiting with what was "
-                              "received but not yet exported in memory.", self.settings.shutdown_timeout)
+                    log.error("Shutdown took longer than shutdown_timeout (%.1fs); exiting now. What is in "
+                              "the exporter queues goes out at the next start; what was received but not yet "
+                              "queued is lost.", self.settings.shutdown_timeout)
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -180,8 +191,10 @@ class Pipeline:
             await self._send.send((receiver, intake))
         return deliver
 
-    async def _signals(self, scope: anyio.CancelScope) -> None:
+    async def _signals(self, scope: anyio.CancelScope, *,
+                       task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            task_status.started()
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     await self.reload()
@@ -246,51 +259,66 @@ class Pipeline:
 
     async def reload(self) -> list[str]:
         """Re-read the config; swap processors if valid. Returns the problems (empty when reloaded)."""
-        self._emit("reloading")
+        if self._reload_lock is None:
+            self._reload_lock = anyio.Lock()
+        async with self._reload_lock:  # a second SIGHUP waits for the first reload
+            self._emit("reloading")
+            try:
+                return await self._reload()
+            finally:
+                self._emit("ready")
+
+    async def _reload(self) -> list[str]:
         try:
-            try:
-                new = load_config(self.config_path)
-            except ConfigError as exc:
-                log.error("Reload refused, the running config stays: %s", "; ".join(exc.problems))
-                return exc.problems
-            try:
-                shared, own = self._chains(new)
-            except Exception as exc:  # a processor refused its settings at construction
-                log.error("Reload refused, the running config stays: %s", exc)
-                return [str(exc)]
-            old_shared, self.chain = self.chain, shared
-            held = old_shared.flush(force=True)
-            old_shared.close()
-            for name, sink in self.sinks.items():
-                if name in own:
-                    old, sink.chain = sink.chain, own[name]
-                    released = old.flush(force=True)
-                    old.close()
-                    if released:
-                        await sink.put_processed(released)
-            if held:
-                for sink in self.sinks.values():
-                    await sink.put(list(held))
-            untouched = [key for key in ("receivers", "exporters", "state_dir")
-                         if new.raw.get(key) != self.config.raw.get(key)]
-            if untouched:
-                log.warning("Reloaded processors; changes to %s take effect on restart.", ", ".join(untouched))
-            else:
-                log.info("Reloaded the config from %s.", new.source)
-            self.config.processors = new.processors
-            self.counters.add("reloads")
-            return []
-        finally:
-            self._emit("ready")
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("Reload refused, the running config stays: %s", "; ".join(exc.problems))
+            return exc.problems
+        try:
+            shared, own = self._chains(new)
+        except Exception as exc:  # a processor refused its settings at construction
+            log.error("Reload refused, the running config stays: %s: %s", new.source, exc)
+            return [f"{new.source}: {exc}"]
+        # Swap every chain with no await in between, so no batch sees half the new config; then
+        # release what the old chains held (tail sampling) through the new ones.
+        old_shared, self.chain = self.chain, shared
+        old_own: dict[str, Chain] = {}
+        for name, sink in self.sinks.items():
+            if name in own:
+                old_own[name], sink.chain = sink.chain, own[name]
+        held = old_shared.flush(force=True)
+        old_shared.close()
+        for name, old in old_own.items():
+            released = old.flush(force=True)
+            old.close()
+            await self.sinks[name].put_processed(released)
+        if held:
+            for sink in self.sinks.values():
+                await sink.put(list(held))
+        restart = [key for key in sorted((set(new.raw) | set(self.config.raw)) - {"processors"})
+                   if _without_processors(new.raw.get(key), key) != _without_processors(self.config.raw.get(key), key)]
+        if restart:
+            log.warning("Reloaded the processors from %s; changes to %s take effect on restart.",
+                        new.source, ", ".join(restart))
+        else:
+            log.info("Reloaded the config from %s.", new.source)
+        self.config.processors = new.processors
+        for spec in self.config.exporters:
+            spec.processors = next((s.processors for s in new.exporters if s.name == spec.name), spec.processors)
+        self.counters.add("reloads")
+        return []
 
     # -- status -------------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
         """Counts and live figures per component, for `shipper status`."""
+        from shipper.metrics import process_rss_bytes
+
         snapshot = self.stats.snapshot()
         out: dict[str, Any] = {
             "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started_at, 3),
+            "rss_bytes": process_rss_bytes(),
             "config": self.config.source,
             "state_dir": str(self.state_dir),
             "pipeline": snapshot.get("pipeline", {}).get("intake", {}),
@@ -306,6 +334,14 @@ class Pipeline:
                 out[section][name] = figures
         out["processors"] = snapshot.get("processors", {})
         return out
+
+
+def _without_processors(section: Any, key: str) -> Any:
+    """A raw config section minus the exporters' own `processors` (those reload without a restart)."""
+    if key != "exporters" or not isinstance(section, dict):
+        return section
+    return {name: {k: v for k, v in spec.items() if k != "processors"} if isinstance(spec, dict) else spec
+            for name, spec in section.items()}
 
 
 def control_path(config: Config) -> str:

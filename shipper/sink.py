@@ -1,66 +1,93 @@
-"""A sink is what the pipeline hands each processed batch to, one per exporter.
+"""A sink is what the pipeline hands each processed batch to, one per exporter: its processors, its queue.
 
-`DirectSink` exports in the caller's task: the batch is safe once the exporter returned. It is the
-simplest delivery and the one used by exporters that write locally (`file`).
+`QueuedSink.put` runs the exporter's own processors and appends the result to the exporter's durable
+queue (queue.py); it returns once the batch is in the queue, which is when the pipeline may commit its
+receivers' marks. A delivery worker (delivery.py), started by `run`, takes batches from the queue and
+exports them. Every exporter, the local `file` one included, goes through its queue, so each one has
+the same guarantees, figures and shutdown behaviour; a slow or dead backend only grows its own queue.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
+import anyio
+
 from shipper.chain import Chain
-from shipper.errors import ExportError
+from shipper.component import Context
+from shipper.deadletter import DeadLetters
+from shipper.delivery import Delivery
+from shipper.queue import DiskQueue
 from shipper.record import Span
 from shipper.stats import Counters
 
-__all__ = ["DirectSink"]
-
-log = logging.getLogger("shipper.sink")
+__all__ = ["QueuedSink", "open_queue"]
 
 
-class DirectSink:
-    """Applies the exporter's own processors, then exports in batches of at most `batch.max_spans`."""
+def open_queue(name: str, config: Any, state_dir: Any, counters: Counters) -> DiskQueue:
+    """The (unopened) durable queue of exporter `name`, sized by its `queue` and `batch` settings."""
+    return DiskQueue(state_dir / "queues" / name, config.queue, counters,
+                     record_spans=config.batch.max_spans, record_bytes=config.batch.max_bytes)
 
-    def __init__(self, name: str, exporter: Any, chain: Chain, counters: Counters) -> None:
+
+class QueuedSink:
+    """Own processors, then the durable queue; a delivery worker exports from the queue."""
+
+    def __init__(self, name: str, exporter: Any, chain: Chain, ctx: Context) -> None:
         self.name = name
         self.exporter = exporter
         self.chain = chain
-        self.counters = counters
-        self.max_spans = exporter.config.batch.max_spans
+        self.counters = ctx.counters
+        config = exporter.config
+        self.queue = open_queue(name, config, ctx.state_dir, ctx.counters)
+        self.deadletters = DeadLetters(ctx.state_dir / "deadletter", name)
+        self.delivery = Delivery(name, exporter, self.queue, self.deadletters, config, ctx.counters)
 
     def statistics(self) -> dict[str, Any]:
-        """Live figures of the exporter."""
-        stats = getattr(self.exporter, "statistics", None)
-        return stats() if stats else {}
+        """Live figures: the queue, the worker, the dead letters and the exporter's own."""
+        out: dict[str, Any] = {}
+        own = getattr(self.exporter, "statistics", None)
+        if own is not None:
+            out.update(own())
+        out.update(self.queue.statistics())
+        out.update(self.delivery.statistics())
+        out.update(self.deadletters.statistics())
+        return out
 
     async def open(self) -> None:
+        """Recover the queue, then open the exporter."""
+        await self.queue.open()
         await self.exporter.open()
 
+    async def run(self) -> None:
+        """The delivery worker and the queue's background fsync, until cancelled or drained."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.queue.run)
+            await self.delivery.run()
+            tg.cancel_scope.cancel()
+
     async def put(self, batch: list[Span]) -> None:
-        """Process and export `batch`; a failure is logged and counted, never raised."""
+        """Run the exporter's processors on `batch` and queue the result durably."""
         batch = self.chain(batch)
-        await self._export(batch)
+        if batch:
+            await self.queue.put(batch)
 
     async def put_processed(self, batch: list[Span]) -> None:
-        """Export spans that already went through this exporter's processors (released at a reload)."""
-        await self._export(batch)
+        """Queue spans that already went through this exporter's processors (released at a reload)."""
+        if batch:
+            await self.queue.put(batch)
 
     async def flush(self, force: bool = False) -> None:
-        """Export what this exporter's own processors release on their timers."""
-        await self._export(self.chain.flush(force))
+        """Queue what this exporter's own processors release on their timers."""
+        await self.put_processed(self.chain.flush(force))
 
-    async def _export(self, batch: list[Span]) -> None:
-        for start in range(0, len(batch), self.max_spans):
-            part = batch[start:start + self.max_spans]
-            try:
-                await self.exporter.export(part)
-            except ExportError as exc:
-                self.counters.drop("export_failed", len(part))
-                self.counters.last_error = str(exc)
-                log.error("Exporter %s could not export %d spans: %s.", self.name, len(part), exc)
-                continue
-            self.counters.add("exported", len(part))
+    async def drain(self) -> None:
+        """Stop the worker once what is queued is sent or the backend fails (bounded by the caller)."""
+        await self.delivery.drain()
 
     async def aclose(self) -> None:
-        await self.exporter.aclose()
+        """Close the exporter, then the queue (fsync, release its lock). Idempotent."""
+        try:
+            await self.exporter.aclose()
+        finally:
+            await self.queue.aclose()

@@ -139,7 +139,8 @@ def test_stale_socket_is_replaced_and_live_one_refused(daemon_factory) -> None:
     second = daemon_factory(config=first.config)
     second.start(wait=False)
     assert second.proc.wait(20) == 1
-    assert "another shipper daemon is already listening" in second.log()
+    # refused by whichever it meets first: the live socket, or the exporter queues locked by the first
+    assert "another shipper daemon" in second.log() and "Traceback" not in second.log()
     assert first.stop() == 0
 
 

@@ -1,0 +1,557 @@
+"""An exporter's durable on-disk queue: append-only segments of checksummed records, an ack position.
+
+Layout, under `<state_dir>/queues/<exporter>/`:
+
+    lock                   flock(LOCK_EX) held by the one process using the queue (the daemon or a replay)
+    ack                    "<segment> <offset>\\n": everything before this position is acknowledged or
+                           dropped; replaced atomically (write a temporary file, rename)
+    0000000000000001.seg   segments, named by a sequence number that only grows
+    0000000000000002.seg   the last one is the one being appended to
+
+A segment is a run of records, each written with one `write()`:
+
+    offset  size  field (integers big-endian)
+    0       4     magic b"SHQ1"
+    4       4     payload length L
+    8       4     span count N
+    12      8     appended at, Unix epoch milliseconds
+    20      4     crc32 (zlib) of bytes 4..20 followed by the payload
+    24      L     the payload: N span records as orjson NDJSON lines joined by b"\\n" (no final newline)
+
+Invariants:
+- Records are only appended; a segment is never rewritten, only truncated at recovery (a torn tail) or
+  deleted once the ack position has moved past its end (and it is not the segment being appended to).
+- The ack position only moves forward. It is written before the segments it passes are deleted, so a
+  crash in between leaves at most a segment that recovery deletes. A stale ack file (power loss before the
+  rename reached the disk) only makes records come again: at-least-once, never a loss.
+- The bytes in the queue (`queue_bytes`: header and payload of every record from the ack position on)
+  never exceed `max_bytes` after a `put` returns, except for one record larger than `max_bytes` accepted
+  into an empty queue under `when_full: block`. Disk use is at most that plus the acknowledged part of the
+  first segment and one segment of slack.
+- A `put` returns once its records are in the segment file (and fsynced under `fsync: always`): that is
+  when the pipeline may commit its receivers' marks.
+
+Recovery (`open`): segments before the ack position are deleted; every record after it is checked. A
+record whose checksum fails is skipped up to the next valid magic and counted (`queue_corrupt_records`,
+dropped as `corrupt`, one per record since its span count cannot be trusted); bytes at the end of the
+last segment that hold no valid record (a write cut short by a crash) are truncated and counted
+(`queue_torn_bytes`). What remains is delivered again from the ack position.
+
+`fsync` (default `interval`): `always` fsyncs each append before `put` returns (in a worker thread,
+survives power loss, costs a disk flush per batch); `interval` fsyncs dirty segments once a second in the
+background (a `kill -9` loses nothing, the page cache survives it; a power loss may lose the last second);
+`never` leaves it to the kernel. Appends themselves are small `write()`s done in the event loop thread.
+
+`when_full` (default `drop_oldest`), when a record does not fit in `max_bytes`: `drop_oldest` drops the
+oldest records (even one being exported: its worker gives it up at its next attempt), `drop_newest` drops
+the incoming record, both counted `queue_full`; `block` makes `put` wait until the exporter acknowledges
+enough. Under `block`, the pipeline (which puts every batch into every queue before taking the next)
+waits for that one exporter: the other exporters get nothing new meanwhile, receivers stop reading, socket
+clients fall back to their spool and the spool receiver leaves records on disk. Nothing is lost, but one
+dead backend then holds up all of them: choose `block` only where loss is worse than delay.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import mmap
+import os
+import struct
+import time
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+
+from shipper.config import QueueConfig
+from shipper.errors import QueueBusyError
+from shipper.record import Span
+from shipper.stats import Counters
+
+__all__ = ["DiskQueue", "Item", "QueueBusyError", "encode_record", "read_records"]
+
+log = logging.getLogger("shipper.queue")
+
+MAGIC = b"SHQ1"
+HEADER = struct.Struct(">4sIIQI")
+_CRC_PART = slice(4, 20)
+FSYNC_INTERVAL = 1.0
+MAX_SEGMENT_BYTES = 64 * 1024 * 1024
+MIN_SEGMENT_BYTES = 16 * 1024
+
+Position = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One queued record handed to a delivery worker: where it lives and the spans it holds."""
+
+    position: Position
+    end: Position
+    size: int
+    appended_ms: int
+    spans: list[Span]
+
+
+def encode_record(payload: bytes, count: int, appended_ms: int) -> bytes:
+    """Header and payload of one queue record."""
+    head = HEADER.pack(MAGIC, len(payload), count, appended_ms, 0)
+    crc = zlib.crc32(payload, zlib.crc32(head[_CRC_PART]))
+    return head[:20] + crc.to_bytes(4, "big") + payload
+
+
+def _check(buf: Any, offset: int, end: int) -> tuple[int, int, int] | None:
+    """(record size, span count, appended_ms) if a valid record starts at `offset` of `buf`, else None."""
+    if end - offset < HEADER.size:
+        return None
+    magic, length, count, appended_ms, crc = HEADER.unpack_from(buf, offset)
+    if magic != MAGIC or offset + HEADER.size + length > end:
+        return None
+    view = memoryview(buf)[offset + HEADER.size: offset + HEADER.size + length]
+    try:
+        ok = zlib.crc32(view, zlib.crc32(bytes(buf[offset + 4: offset + 20]))) == crc
+    finally:
+        view.release()
+    return (HEADER.size + length, count, appended_ms) if ok else None
+
+
+def _resync(buf: Any, offset: int, end: int) -> int:
+    """The offset of the next valid record after `offset`, or `end` if there is none."""
+    at = offset
+    while True:
+        at = buf.find(MAGIC, at + 1, end)
+        if at < 0:
+            return end
+        if _check(buf, at, end) is not None:
+            return at
+
+
+def read_records(path: str | os.PathLike[str]) -> Iterable[tuple[int, int, bytes | None]]:
+    """(offset, span count, payload) of each record of a segment file; payload None for a corrupt run."""
+    with open(path, "rb") as f:
+        data = f.read()
+    offset = 0
+    while offset < len(data):
+        found = _check(data, offset, len(data))
+        if found is None:
+            yield offset, 0, None
+            offset = _resync(data, offset, len(data))
+            continue
+        size, count, _ = found
+        yield offset, count, data[offset + HEADER.size: offset + size]
+        offset += size
+
+
+class DiskQueue:
+    """A bounded, durable FIFO of span batches for one exporter, with one consumer."""
+
+    def __init__(self, directory: Path, config: QueueConfig, counters: Counters, *,
+                 record_spans: int = 512, record_bytes: int = 4 * 1024 * 1024,
+                 segment_bytes: int | None = None) -> None:
+        self.dir = Path(directory)
+        self.config = config
+        self.counters = counters
+        self.record_spans = max(1, record_spans)
+        self.record_bytes = max(1, min(record_bytes, config.max_bytes // 4))
+        self.segment_bytes = segment_bytes or min(MAX_SEGMENT_BYTES, max(MIN_SEGMENT_BYTES, config.max_bytes // 8))
+        self._lock_fd: int | None = None
+        self._fds: dict[int, int] = {}
+        self._ends: dict[int, int] = {}
+        self._segments: list[int] = []
+        self._verified: dict[int, int] = {}
+        self._head: Position = (0, 0)
+        self._read: Position = (0, 0)
+        self._written_ack: Position | None = None
+        self._dirty: set[int] = set()
+        self._live_bytes = 0
+        self._live_items = 0
+        self._appended = anyio.Event()
+        self._freed = anyio.Event()
+        self._closed = True
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Lock the directory, recover what a previous run left, and be ready to append."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise QueueBusyError(f"another shipper daemon (or a `shipper replay`) is already using the queue "
+                                 f"{self.dir}; stop it first, or give this one its own state_dir") from exc
+        self._lock_fd = fd
+        self._closed = False
+        self._recover()
+
+    def _recover(self) -> None:
+        ack = self._read_ack()
+        names = sorted(p.name for p in self.dir.glob("*.seg"))
+        seqs = [int(n[:-4]) for n in names if n[:-4].isdigit()]
+        for seq in seqs:
+            if seq < ack[0]:
+                self._unlink(seq)
+        self._segments = [s for s in seqs if s >= ack[0]]
+        if not self._segments:
+            self._segments = [max(ack[0], 0) + 1]
+            self._open_segment(self._segments[0], create=True)
+            self._head = self._read = (self._segments[0], 0)
+            self._write_ack()
+            return
+        head = ack if ack[0] == self._segments[0] else (self._segments[0], 0)
+        corrupt = torn = 0
+        for seq in self._segments:
+            self._open_segment(seq)
+            size = os.fstat(self._fds[seq]).st_size
+            start = head[1] if seq == head[0] else 0
+            if start > size:
+                log.warning("The ack position of queue %s is past the end of segment %d; starting that "
+                            "segment over (records may come twice).", self.dir, seq)
+                start = 0
+                head = (seq, 0)
+            valid_end = start
+            if size > start:
+                with mmap.mmap(self._fds[seq], size, access=mmap.ACCESS_READ) as buf:
+                    offset = start
+                    while offset < size:
+                        found = _check(buf, offset, size)
+                        if found is None:
+                            nxt = _resync(buf, offset, size)
+                            if nxt == size and seq == self._segments[-1]:
+                                torn += size - offset
+                                break
+                            corrupt += 1
+                            offset = nxt
+                            valid_end = offset
+                            continue
+                        record_size, count, _ = found
+                        self._live_bytes += record_size
+                        self._live_items += count
+                        offset += record_size
+                        valid_end = offset
+            if valid_end < size and seq == self._segments[-1]:
+                os.ftruncate(self._fds[seq], valid_end)
+                size = valid_end
+            self._ends[seq] = size
+            self._verified[seq] = size
+        self._head = self._read = self._normalize(head)
+        self._write_ack()
+        if corrupt:
+            self.counters.add("queue_corrupt_records", corrupt)
+            self.counters.drop("corrupt", corrupt)
+        if torn:
+            self.counters.add("queue_torn_bytes", torn)
+        if corrupt or torn:
+            log.warning("Recovered queue %s: skipped %d corrupt records and cut %d bytes of a torn tail; "
+                        "%d spans remain to deliver.", self.dir, corrupt, torn, self._live_items)
+        elif self._live_items:
+            log.info("Queue %s holds %d spans (%d bytes) from the last run; delivering them again.",
+                     self.dir, self._live_items, self._live_bytes)
+
+    def _read_ack(self) -> Position:
+        try:
+            text = (self.dir / "ack").read_text()
+            seq, offset = (int(part) for part in text.split())
+            return seq, offset
+        except FileNotFoundError:
+            return (0, 0)
+        except (ValueError, OSError):
+            log.error("The ack file of queue %s is unreadable; delivering every record in it again.", self.dir)
+            return (0, 0)
+
+    def _write_ack(self) -> None:
+        if self._written_ack == self._head:
+            return
+        tmp = self.dir / "ack.tmp"
+        tmp.write_text(f"{self._head[0]} {self._head[1]}\n")
+        os.replace(tmp, self.dir / "ack")
+        self._written_ack = self._head
+
+    def _open_segment(self, seq: int, create: bool = False) -> None:
+        flags = os.O_RDWR | os.O_APPEND | (os.O_CREAT | os.O_EXCL if create else 0)
+        self._fds[seq] = os.open(self.dir / f"{seq:016d}.seg", flags, 0o640)
+        if create:
+            self._ends[seq] = 0
+            self._verified[seq] = 0
+
+    def _unlink(self, seq: int) -> None:
+        fd = self._fds.pop(seq, None)
+        if fd is not None:
+            os.close(fd)
+        self._ends.pop(seq, None)
+        self._verified.pop(seq, None)
+        self._dirty.discard(seq)
+        try:
+            os.unlink(self.dir / f"{seq:016d}.seg")
+        except FileNotFoundError:
+            pass
+
+    async def aclose(self) -> None:
+        """Flush to disk and release the directory. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._write_ack()
+        if self.config.fsync != "never":
+            for seq in list(self._dirty):
+                os.fsync(self._fds[seq])
+        self._dirty.clear()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    async def run(self) -> None:
+        """Background fsync of dirty segments under `fsync: interval`; returns at once otherwise."""
+        if self.config.fsync != "interval":
+            return
+        while True:
+            await anyio.sleep(FSYNC_INTERVAL)
+            await self.sync()
+
+    async def sync(self) -> None:
+        """fsync every segment written since the last sync (in a worker thread)."""
+        dirty = [os.dup(self._fds[seq]) for seq in self._dirty if seq in self._fds]
+        self._dirty.clear()
+        if dirty:  # duplicates, so a segment deleted meanwhile cannot close the fd under the thread
+            await anyio.to_thread.run_sync(_fsync_all, dirty)
+
+    # -- producing ----------------------------------------------------------------------------------
+
+    async def put(self, spans: list[Span]) -> None:
+        """Append `spans` as one or more records; returns once they are in the segment file."""
+        now = int(time.time() * 1000)
+        for payload, count in self._chunks(spans):
+            record = encode_record(payload, count, now)
+            if not await self._make_room(len(record), count):
+                continue
+            self._append(record, count)
+        if self.config.fsync == "always" and self._dirty:
+            await self.sync()
+
+    def _chunks(self, spans: list[Span]) -> Iterable[tuple[bytes, int]]:
+        lines: list[bytes] = []
+        size = 0
+        for span in spans:
+            try:
+                line = orjson.dumps(span)
+            except TypeError:
+                self.counters.drop("unencodable")
+                continue
+            if lines and (len(lines) >= self.record_spans or size + len(line) + 1 > self.record_bytes):
+                yield b"\n".join(lines), len(lines)
+                lines, size = [], 0
+            lines.append(line)
+            size += len(line) + 1
+        if lines:
+            yield b"\n".join(lines), len(lines)
+
+    async def _make_room(self, size: int, count: int) -> bool:
+        limit = self.config.max_bytes
+        policy = self.config.when_full
+        if self._live_bytes + size <= limit:
+            return True
+        if policy == "drop_newest" or (policy == "drop_oldest" and size > limit):
+            self.counters.drop("queue_full", count)
+            return False
+        if policy == "drop_oldest":
+            while self._live_bytes + size > limit and self._drop_head():
+                pass
+            return True
+        while self._live_bytes and self._live_bytes + size > limit:
+            self.counters.add("queue_blocked")
+            await self._freed.wait()
+            self._freed = anyio.Event()
+        return True
+
+    def _append(self, record: bytes, count: int) -> None:
+        seq = self._segments[-1]
+        if self._ends[seq] >= self.segment_bytes:
+            seq = seq + 1
+            self._open_segment(seq, create=True)
+            self._segments.append(seq)
+            if self.config.fsync != "never":
+                self._dirty.add(seq - 1)
+            if self._head == (seq - 1, self._ends[seq - 1]):  # all of the full one is acknowledged
+                self._advance(self._head)
+        fd = self._fds[seq]
+        view = memoryview(record)
+        while view:
+            view = view[os.write(fd, view):]
+        self._ends[seq] += len(record)
+        self._dirty.add(seq)
+        self._live_bytes += len(record)
+        self._live_items += count
+        self.counters.add("queued", count)
+        self._appended.set()
+
+    # -- consuming ----------------------------------------------------------------------------------
+
+    def _normalize(self, pos: Position) -> Position:
+        """The same position, moved past ended segments to the start of the next one that exists."""
+        seq, offset = pos
+        if seq not in self._ends:
+            later = [s for s in self._segments if s > seq]
+            if not later:
+                return self._segments[-1], self._ends[self._segments[-1]]
+            seq, offset = later[0], 0
+        i = self._segments.index(seq)
+        while offset >= self._ends[seq] and i + 1 < len(self._segments):
+            i += 1
+            seq, offset = self._segments[i], 0
+        return seq, offset
+
+    def _header_at(self, pos: Position, verify: bool = False) -> tuple[Position, int, int, int, bytes] | None:
+        """(position, size, count, appended_ms, payload) of the first valid record at or after `pos`, else
+        None; the payload is read and checked only with `verify`, else it is b""."""
+        seq, offset = self._normalize(pos)
+        while True:
+            end = self._ends.get(seq, 0)
+            if offset < end:
+                head = os.pread(self._fds[seq], HEADER.size, offset)
+                magic, length, count, appended_ms, crc = HEADER.unpack(head) if len(head) == HEADER.size \
+                    else (b"", 0, 0, 0, 0)
+                if magic == MAGIC and offset + HEADER.size + length <= end:
+                    if not verify:
+                        return (seq, offset), HEADER.size + length, count, appended_ms, b""
+                    payload = os.pread(self._fds[seq], length, offset + HEADER.size)
+                    if zlib.crc32(payload, zlib.crc32(head[_CRC_PART])) == crc:
+                        return (seq, offset), HEADER.size + length, count, appended_ms, payload
+                offset = self._skip_corrupt(seq, offset, end)
+                continue
+            nxt = self._normalize((seq, offset))
+            if nxt == (seq, offset):
+                return None
+            seq, offset = nxt
+
+    def _skip_corrupt(self, seq: int, offset: int, end: int) -> int:
+        with mmap.mmap(self._fds[seq], end, access=mmap.ACCESS_READ) as buf:
+            nxt = _resync(buf, offset, end)
+        if offset >= self._verified.get(seq, 0):  # recovery did not count this one
+            log.error("Queue %s: a record in segment %d at offset %d fails its checksum; skipped it.",
+                      self.dir, seq, offset)
+            self.counters.add("queue_corrupt_records")
+            self.counters.drop("corrupt")
+        return nxt
+
+    def _read_item(self, pos: Position) -> Item | None:
+        found = self._header_at(pos, verify=True)
+        if found is None:
+            return None
+        (seq, offset), size, count, appended_ms, payload = found
+        spans = [orjson.loads(line) for line in payload.split(b"\n")] if payload else []
+        if len(spans) != count:
+            log.error("Queue %s: a record in segment %d holds %d spans, its header says %d.",
+                      self.dir, seq, len(spans), count)
+        return Item((seq, offset), (seq, offset + size), size, appended_ms, spans)
+
+    async def take(self, max_spans: int, max_bytes: int, max_delay: float) -> list[Item]:
+        """Wait for at least one record, then gather more while within the limits or until `max_delay`
+        after the first was appended. Records stay in the queue until `ack`."""
+        while True:
+            first = self._read_item(self._read)
+            if first is not None:
+                break
+            self._appended = anyio.Event()
+            await self._appended.wait()
+        items = [first]
+        self._read = first.end
+        spans, size = len(first.spans), first.size
+        deadline = first.appended_ms / 1000 + max_delay
+        while spans < max_spans and size < max_bytes:
+            item = self._read_item(self._read)
+            if item is None:
+                remaining = deadline - time.time()
+                if remaining <= 0:
+                    break
+                self._appended = anyio.Event()
+                with anyio.move_on_after(remaining):
+                    await self._appended.wait()
+                continue
+            if spans + len(item.spans) > max_spans or size + item.size > max_bytes:
+                break
+            items.append(item)
+            self._read = item.end
+            spans += len(item.spans)
+            size += item.size
+        return items
+
+    def readable(self) -> bool:
+        """True when a record waits to be taken."""
+        return self._header_at(self._read) is not None
+
+    def pending(self, items: list[Item]) -> list[Item]:
+        """Those of `items` not dropped (by `drop_oldest`) since they were taken."""
+        return [item for item in items if item.position >= self._head]
+
+    def ack(self, items: list[Item]) -> None:
+        """Acknowledge `items` (exported, or dead-lettered): they will not be delivered again."""
+        for item in self.pending(items):
+            self._live_bytes -= item.size
+            self._live_items -= len(item.spans)
+        if items and items[-1].end > self._head:
+            self._advance(items[-1].end)
+
+    def rewind(self) -> None:
+        """Hand out again, from the ack position, what was taken but not acknowledged."""
+        self._read = self._head
+
+    def _drop_head(self) -> bool:
+        found = self._header_at(self._head)
+        if found is None:
+            return False
+        (seq, offset), size, count, _, _ = found
+        self._live_bytes -= size
+        self._live_items -= count
+        self.counters.drop("queue_full", count)
+        self._advance((seq, offset + size))
+        return True
+
+    def _advance(self, pos: Position) -> None:
+        self._head = self._normalize(pos)
+        if self._read < self._head:
+            self._read = self._head
+        self._write_ack()
+        while self._segments[0] < self._head[0]:
+            self._unlink(self._segments.pop(0))
+        self._freed.set()
+
+    # -- figures ------------------------------------------------------------------------------------
+
+    def statistics(self) -> dict[str, Any]:
+        """Items, bytes and the age of the oldest record still to deliver."""
+        oldest = None
+        if self._live_items and not self._closed:
+            found = self._header_at(self._head)
+            if found is not None:
+                oldest = round(max(0.0, time.time() - found[3] / 1000), 3)
+        return {
+            "queue_items": self._live_items,
+            "queue_bytes": self._live_bytes,
+            "queue_oldest_age_s": oldest,
+            "queue_segments": len(self._segments),
+            "queue_max_bytes": self.config.max_bytes,
+        }
+
+    @property
+    def empty(self) -> bool:
+        """True when nothing remains to deliver."""
+        return self._live_items == 0 and self._live_bytes == 0
+
+
+def _fsync_all(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            log.error("fsync of a queue segment failed: %s.", exc.strerror)
+        finally:
+            os.close(fd)
