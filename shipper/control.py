@@ -2,7 +2,8 @@
 
 A SOCK_STREAM Unix socket (mode 0660) beside the data socket. One request per connection: a JSON line
 `{"command": "status" | "reload"}`; one JSON answer: `{"ok": true, ...}` or `{"ok": false, "problems": [...]}`.
-Status carries counts and figures only, never configuration values, so no secret can leak through it.
+Status carries counts and figures only, never configuration values; every answer also goes through
+`security.redact`, so a secret echoed into an error text (`last_error`) leaves as `***`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from shipper.errors import ControlError
+from shipper.security import redact
 
 if TYPE_CHECKING:
     from shipper.pipeline import Pipeline
@@ -68,7 +70,7 @@ class ControlServer:
                         chunk = await stream.receive(MAX_REQUEST)
                         data += chunk
                 request = orjson.loads(data)
-                answer = await self._answer(request.get("command") if isinstance(request, dict) else None)
+                answer = redact(await self._answer(request.get("command") if isinstance(request, dict) else None))
             except (anyio.EndOfStream, anyio.BrokenResourceError, TimeoutError):
                 return
             except orjson.JSONDecodeError:

@@ -7,8 +7,9 @@
 - Repeats: messages that differ only in their numbers (an exporter failing every second, a sender refused
   on every connect) pass once per `interval`; the next one to pass says how many were suppressed, and
   what is still pending is reported by `flush()` at exit.
-- Secrets: every value registered with `scrub()` (the config's `Secret`s) is replaced by `***` in each
-  line, tracebacks included, whatever code logged it.
+- Secrets: every value registered with `security.remember()` (the config's `Secret`s) is replaced by
+  `***` in each line, tracebacks included, whatever code logged it.
+- DEBUG lines are never held back: whoever turns debug on wants to see everything.
 """
 
 from __future__ import annotations
@@ -18,15 +19,14 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterable
 from typing import TextIO
 
-__all__ = ["JournalFormatter", "RepeatFilter", "configure", "flush", "scrub"]
+from shipper.security import redact
+
+__all__ = ["JournalFormatter", "RepeatFilter", "configure", "flush"]
 
 _NUMBER = re.compile(r"\d+")
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
-MIN_SECRET_LENGTH = 4
-"""Shorter values are not scrubbed: replacing every `ab` in the log would garble it and hide nothing."""
 
 
 class JournalFormatter(logging.Formatter):
@@ -36,13 +36,9 @@ class JournalFormatter(logging.Formatter):
         fmt = "%(name)s: %(message)s" if journal else "%(asctime)s %(levelname)s %(name)s: %(message)s"
         super().__init__(fmt)
         self.journal = journal
-        self.secrets: list[str] = []
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        text = " | ".join(line for line in text.splitlines() if line.strip())
+        text = " | ".join(line for line in redact(super().format(record)).splitlines() if line.strip())
         if self.journal:
             level = max((lv for lv in _PRIORITY if lv <= record.levelno), default=logging.DEBUG)
             text = f"<{_PRIORITY[level]}>{text}"
@@ -59,6 +55,8 @@ class RepeatFilter(logging.Filter):
         self._seen: dict[tuple[str, int, str], list[float | int]] = {}  # key: [passed_at, suppressed]
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno <= logging.DEBUG:
+            return True
         now = time.monotonic()
         key = (record.name, record.levelno, _NUMBER.sub("#", record.getMessage()))
         entry = self._seen.get(key)
@@ -117,16 +115,6 @@ def configure(level: str = "info", interval: float = 30.0, stream: TextIO | None
     root.setLevel(level.upper())
     _handler = handler
     return handler
-
-
-def scrub(secrets: Iterable[str]) -> None:
-    """Replace these values by `***` in every line from now on (values shorter than 4 are ignored)."""
-    if _handler is None:
-        return
-    formatter = _handler.formatter
-    if isinstance(formatter, JournalFormatter):
-        known = set(formatter.secrets) | {s for s in secrets if len(s) >= MIN_SECRET_LENGTH}
-        formatter.secrets = sorted(known, key=len, reverse=True)  # longest first: no partial leftovers
 
 
 def flush() -> None:

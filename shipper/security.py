@@ -7,7 +7,11 @@
   sticky: an app cannot delete another app's files; the daemon owns the directory, so it can).
 - A config file that holds a secret literally (not through `${VAR}`) and that every user can read is
   warned about, with how to fix it.
-- `secrets_in(config)` lists every `Secret` of a config by key path, for the log scrubber.
+- `secrets_in(config)` lists every `Secret` of a config by key path; `remember()` registers their values
+  and `redact()` replaces them by `***` in any text or JSON-like value: the log formatter and the control
+  socket's answers (`status`, `reload`) go through it, so a backend that echoes a key back in an error
+  body cannot carry it into the journal or `shipper status`. For `Scheme token` values (an
+  `Authorization` header) the token alone is registered too.
 """
 
 from __future__ import annotations
@@ -16,16 +20,46 @@ import dataclasses
 import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from shipper.config import Config, Secret
 from shipper.errors import ConfigError
 
-__all__ = ["check_config_file", "check_spool_dir", "check_startup", "secrets_in"]
+__all__ = ["check_config_file", "check_spool_dir", "check_startup", "redact", "remember", "secrets_in"]
 
 log = logging.getLogger("shipper.security")
+
+MIN_SECRET_LENGTH = 4
+"""Shorter values are not redacted: replacing every `ab` would garble the text and hide nothing."""
+_known: list[str] = []
+
+
+def remember(secrets: Iterable[str]) -> None:
+    """Redact these values (and the token of `Scheme token` values) from now on, in this process."""
+    known = set(_known)
+    for secret in secrets:
+        if len(secret) >= MIN_SECRET_LENGTH:
+            known.add(secret)
+        *_, token = secret.split() or [""]
+        if token != secret and len(token) >= 8:
+            known.add(token)
+    _known[:] = sorted(known, key=len, reverse=True)  # longest first: no partial leftovers
+
+
+def redact(value: Any) -> Any:
+    """`value` with every remembered secret replaced by `***` (strings, and inside dicts and lists)."""
+    if isinstance(value, str):
+        for secret in _known:
+            if secret in value:
+                value = value.replace(secret, "***")
+        return value
+    if isinstance(value, dict):
+        return {key: redact(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(item) for item in value]
+    return value
 
 
 def _walk(value: Any, path: str) -> Iterator[tuple[str, Secret]]:
