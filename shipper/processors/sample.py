@@ -128,6 +128,10 @@ class HeadSampler:
 
     def explain(self, span: Span, trace: list[Span]) -> str:
         """Which rule applies to this record and whether its trace is kept."""
+        first = trace[0] if trace else span
+        if self.decide == self._remembered and first["span_id"] != span["span_id"]:
+            return (f"the trace's first span ({first['span_id']}, {first['name']!r}) decides for it: "
+                    + self.policy.describe(first))
         return self.policy.describe(span)
 
 
