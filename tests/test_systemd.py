@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import grp
 import os
+import re
 import shutil
 import signal
 import socket
@@ -18,6 +20,7 @@ import pytest
 from support import Daemon, send_seqpacket, short_dir, wait_for
 
 from shipper import systemd
+from shipper.config import parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 UNITS = ROOT / "systemd"
@@ -249,3 +252,20 @@ def test_status_line_names_counts_and_drops() -> None:
     })
     assert line == "received 10, exported 9, queued 3, dropped 3 (queue_full 2, sampled 1)"
 
+
+
+def test_service_config_matches_the_units() -> None:
+    """systemd/shipper.yaml is valid and uses the socket path of shipper.socket and the tmpfiles spool."""
+    text = (UNITS / "shipper.yaml").read_text()
+    try:
+        grp.getgrnam("shipper")
+    except KeyError:  # no shipper group on this machine: the group check would fail for that reason only
+        text = text.replace("group: shipper ", 'group: "" ')
+    config = parse_config(text, "shipper.yaml")
+    by_type = {spec.type: spec.config for spec in config.receivers}
+    listen = re.search(r"^ListenSequentialPacket=(\S+)$", (UNITS / "shipper.socket").read_text(), re.M)
+    assert listen and by_type["unix_socket"].path == listen.group(1)
+    spool = re.search(r"^d\s+(\S+)\s+3770\s+shipper\s+shipper", (UNITS / "tmpfiles.d/shipper.conf").read_text(),
+                      re.M)
+    assert spool and by_type["spool"].dir == spool.group(1)
+    assert config.settings.metrics.endpoint == "127.0.0.1:9464"
