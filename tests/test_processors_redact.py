@@ -230,3 +230,15 @@ def test_config_errors(settings, message) -> None:
     with pytest.raises(ConfigError) as caught:
         build_processor("redact", settings)
     assert any(message in problem for problem in caught.value.problems), caught.value.problems
+
+
+def test_the_embedded_default_config_masks_secrets() -> None:
+    """`shipper run` without -c redacts secrets (SPEC §5) before its file exporter writes anything."""
+    from shipper.chain import build_chain
+    from shipper.config import load_config
+    from shipper.stats import Stats
+
+    config = load_config(None)
+    chain = build_chain(config.processors, Stats(), "/nonexistent", "shared", config.settings.max_record_bytes)
+    (out,) = chain([make_span(input=f"key {OPENAI}", metadata={"api_key": "x"})])
+    assert out["input"] == "key [REDACTED:openai_key]" and out["metadata"] == {"api_key": "[REDACTED:key]"}
