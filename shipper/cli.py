@@ -1,4 +1,4 @@
-"""The `shipper` command line: run, check, status, reload, emit (SPEC §6). Exit 0 ok, 1 error, 2 usage."""
+"""The `shipper` command line: run, check, status, reload, emit, replay (SPEC §6). Exit 0 ok, 1 error, 2 usage."""
 
 from __future__ import annotations
 
@@ -33,6 +33,14 @@ def _parser() -> argparse.ArgumentParser:
                          help="the daemon's control socket (default: derived from the config)")
         if name == "status":
             cmd.add_argument("--json", action="store_true", help="print JSON")
+
+    replay = sub.add_parser("replay", help="send dead-lettered or archived records again")
+    _config_arg(replay)
+    replay.add_argument("file", metavar="FILE", help="a dead-letter file, or span NDJSON (file exporter output)")
+    where = replay.add_mutually_exclusive_group()
+    where.add_argument("--exporter", metavar="NAME", help="send every record to this exporter (daemon stopped)")
+    where.add_argument("--all", dest="everyone", action="store_true",
+                       help="send every record to every exporter (through the daemon if it runs)")
 
     emit = sub.add_parser("emit", help="send an example trace through the client shim")
     emit.add_argument("--service", default="shipper-emit", help="service name of the example spans")
@@ -163,13 +171,29 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from shipper.errors import ConfigError, ShipperError
+    from shipper.replay import replay, summary
+
+    try:
+        done = replay(_load(args.config), args.file, exporter=args.exporter, everyone=args.everyone)
+    except ConfigError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        return 1
+    except (ShipperError, ValueError, OSError) as exc:
+        return _fail(str(exc))
+    print(summary(done))
+    return 0
+
+
 def cmd_emit(args: argparse.Namespace) -> int:
     from shipper.emit import emit_example
 
     return emit_example(args.service)
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "status": cmd_status, "reload": cmd_reload, "emit": cmd_emit}
+COMMANDS = {"run": cmd_run, "check": cmd_check, "status": cmd_status, "reload": cmd_reload, "emit": cmd_emit,
+            "replay": cmd_replay}
 
 
 def main(argv: list[str] | None = None) -> int:
