@@ -304,3 +304,12 @@ def test_excerpt_scrubs_and_shortens():
     text = excerpt(b"line one\n  Basic cGs6c2s= and " + SECRET.encode() + b" " + b"y" * 1000, [SECRET])
     assert "\n" not in text and len(text) <= 300
     assert "cGs6c2s=" not in text and SECRET not in text
+
+
+async def test_big_request_is_gzipped_and_arrives_whole(exporter: Any, server: OTLPServer):
+    """A request body of several hundred KiB (gzipped in a worker thread) arrives whole, in one request."""
+    big = [{**TRACE[i % 5], "span_id": f"{i + 1:016x}", "output": "y" * 2000} for i in range(300)]
+    await exporter.export(big)
+    (request,) = server.requests
+    assert len(request.body) > 256 * 1024 and request.header("content-encoding") == "gzip"
+    assert len(request.spans) == 300
