@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--all", dest="everyone", action="store_true",
                        help="send every record to every exporter (through the daemon if it runs)")
 
+    tail = sub.add_parser("tail", help="print spans as they flow through the running daemon")
+    _config_arg(tail)
+    tail.add_argument("--control", metavar="PATH", default=os.environ.get("SHIPPER_CONTROL"),
+                      help="the daemon's control socket (default: derived from the config)")
+    tail.add_argument("--json", action="store_true", help="print each span as its full JSON record")
+
     emit = sub.add_parser("emit", help="send an example trace through the client shim")
     emit.add_argument("--service", default="shipper-emit", help="service name of the example spans")
     return parser
@@ -186,6 +192,36 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _span_line(rec: dict[str, Any]) -> str:
+    import datetime
+
+    when = datetime.datetime.fromtimestamp(rec["end_ns"] / 1e9).strftime("%H:%M:%S.%f")[:-3]
+    ms = (rec["end_ns"] - rec["start_ns"]) / 1e6
+    status = rec.get("status", "unset")
+    model = (rec.get("llm") or {}).get("model")
+    extra = f" model={model}" if model else ""
+    if status == "error":
+        extra += f" error={(rec.get('error') or {}).get('message', '')[:80]!r}"
+    return (f"{when} {rec.get('service', '-')} {rec.get('kind', 'span'):9} {rec['name']} {ms:.1f}ms {status}"
+            f"{extra} trace={rec['trace_id']} span={rec['span_id']}")
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    import orjson
+
+    from shipper.control import stream_tail
+    from shipper.errors import ShipperError
+
+    try:
+        for rec in stream_tail(_control_path(args)):
+            print(orjson.dumps(rec).decode() if args.json else _span_line(rec), flush=True)
+    except ShipperError as exc:
+        return _fail(str(exc))
+    except (KeyboardInterrupt, BrokenPipeError):
+        return 0
+    return 0
+
+
 def cmd_emit(args: argparse.Namespace) -> int:
     from shipper.emit import emit_example
 
@@ -193,7 +229,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "check": cmd_check, "status": cmd_status, "reload": cmd_reload, "emit": cmd_emit,
-            "replay": cmd_replay}
+            "replay": cmd_replay, "tail": cmd_tail}
 
 
 def main(argv: list[str] | None = None) -> int:

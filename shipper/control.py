@@ -2,6 +2,9 @@
 
 A SOCK_STREAM Unix socket (mode 0660) beside the data socket. One request per connection: a JSON line
 `{"command": "status" | "reload"}`; one JSON answer: `{"ok": true, ...}` or `{"ok": false, "problems": [...]}`.
+`{"command": "tail"}` instead keeps the connection open and streams every processed span as an NDJSON
+line until the client goes; a watcher that cannot keep up misses spans (counted, `tail_lagged`), the
+pipeline never waits for it.
 Status carries counts and figures only, never configuration values; every answer also goes through
 `security.redact`, so a secret echoed into an error text (`last_error`) leaves as `***`.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -21,7 +25,7 @@ from shipper.security import redact
 if TYPE_CHECKING:
     from shipper.pipeline import Pipeline
 
-__all__ = ["ControlServer", "request"]
+__all__ = ["ControlServer", "request", "stream_tail"]
 
 log = logging.getLogger("shipper.control")
 
@@ -70,7 +74,11 @@ class ControlServer:
                         chunk = await stream.receive(MAX_REQUEST)
                         data += chunk
                 request = orjson.loads(data)
-                answer = redact(await self._answer(request.get("command") if isinstance(request, dict) else None))
+                command = request.get("command") if isinstance(request, dict) else None
+                if command == "tail":
+                    await self._tail(stream)
+                    return
+                answer = redact(await self._answer(command))
             except (anyio.EndOfStream, anyio.BrokenResourceError, TimeoutError):
                 return
             except orjson.JSONDecodeError:
@@ -80,13 +88,40 @@ class ControlServer:
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 pass
 
+    async def _tail(self, stream: Any) -> None:
+        """Stream processed spans to one watcher until it disconnects."""
+        import anyio
+
+        send, receive = anyio.create_memory_object_stream[list[dict[str, Any]]](256)
+        counters = self.pipeline.stats.component("pipeline", "intake")
+
+        def tap(batch: list[dict[str, Any]]) -> None:
+            if not batch:
+                return
+            try:
+                send.send_nowait(batch)
+            except anyio.WouldBlock:
+                counters.add("tail_lagged", len(batch))
+
+        self.pipeline.taps.append(tap)
+        try:
+            await stream.send(b'{"ok":true}\n')
+            async with receive:
+                async for batch in receive:
+                    await stream.send(b"".join(orjson.dumps(r) + b"\n" for r in batch))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass
+        finally:
+            self.pipeline.taps.remove(tap)
+            send.close()
+
     async def _answer(self, command: Any) -> dict[str, Any]:
         if command == "status":
             return {"ok": True, "status": self.pipeline.status()}
         if command == "reload":
             problems = await self.pipeline.reload()
             return {"ok": not problems, "problems": problems}
-        return {"ok": False, "problems": [f"unknown command {command!r}; expected status or reload"]}
+        return {"ok": False, "problems": [f"unknown command {command!r}; expected status, reload or tail"]}
 
     async def aclose(self) -> None:
         """Stop answering and remove the socket file. Idempotent."""
@@ -124,3 +159,24 @@ def request(path: str, command: str, timeout: float = 10.0) -> dict[str, Any]:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise ControlError(f"the daemon at {path} gave an answer that is not JSON") from exc
+
+
+def stream_tail(path: str) -> Iterator[dict[str, Any]]:
+    """Yield every span the daemon at `path` processes from now on (blocking; for `shipper tail`)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            sock.connect(path)
+            sock.sendall(orjson.dumps({"command": "tail"}) + b"\n")
+        except FileNotFoundError as exc:
+            raise ControlError(f"no shipper daemon is running (no control socket at {path})") from exc
+        except OSError as exc:
+            raise ControlError(f"cannot reach the daemon at {path}: {exc.strerror or exc}") from exc
+        reader = sock.makefile("rb")
+        first = reader.readline()
+        if not first:
+            raise ControlError(f"the daemon at {path} closed the connection")
+        for line in reader:
+            yield orjson.loads(line)
+    finally:
+        sock.close()

@@ -66,6 +66,7 @@ class Pipeline:
         self.started_at = time.time()
         self.listeners: list[Listener] = []
         self.services: list[Service] = []
+        self.taps: list[Callable[[list[dict[str, Any]]], None]] = []  # `shipper tail` watchers
         self.counters = self.stats.component("pipeline", "intake")
         self.rejects = RejectLog(self.state_dir / "rejected")
         self._stop: anyio.Event | None = None
@@ -233,6 +234,8 @@ class Pipeline:
         self.counters.add("received", len(records))
         chain = self.chain  # one chain per batch, so a reload swaps between batches
         processed = chain(records) if records else records
+        for tap in self.taps:
+            tap(processed)
         for sink in self.sinks.values():
             await sink.put(list(processed) if len(self.sinks) > 1 else processed)
         self.counters.add("processed", len(processed))
@@ -321,7 +324,7 @@ class Pipeline:
             "rss_bytes": process_rss_bytes(),
             "config": self.config.source,
             "state_dir": str(self.state_dir),
-            "pipeline": snapshot.get("pipeline", {}).get("intake", {}),
+            "pipeline": {**snapshot.get("pipeline", {}).get("intake", {}), "tail_watchers": len(self.taps)},
             "dropped": self.stats.dropped_totals(),
         }
         for section, components in (("receivers", self.receivers), ("exporters", self.sinks)):
