@@ -9,7 +9,8 @@
   what is still pending is reported by `flush()` at exit.
 - Secrets: every value registered with `security.remember()` (the config's `Secret`s) is replaced by
   `***` in each line, tracebacks included, whatever code logged it.
-- DEBUG lines are never held back: whoever turns debug on wants to see everything.
+- DEBUG lines are never held back: whoever turns debug on wants to see everything. Below debug, the
+  HTTP libraries' per-request lines (`httpx`, `httpcore`) are left out: shipper logs what fails itself.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from shipper.security import redact
 __all__ = ["JournalFormatter", "RepeatFilter", "configure", "flush"]
 
 _NUMBER = re.compile(r"\d+")
+_CHATTY = ("httpx", "httpcore", "asyncio")
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
 
@@ -113,6 +115,8 @@ def configure(level: str = "info", interval: float = 30.0, stream: TextIO | None
     handler.addFilter(_repeats)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(logging.NOTSET if level.lower() == "debug" else logging.WARNING)
     _handler = handler
     return handler
 

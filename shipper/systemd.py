@@ -69,9 +69,14 @@ class Notifier:
                         env.get("WATCHDOG_USEC"), pid)
         return cls(address, max(watchdog, 0))
 
-    def notify(self, *lines: str) -> bool:
-        """Send one message made of `lines`; True when the datagram left."""
+    def notify(self, *lines: str, wait: float = 0.0) -> bool:
+        """Send one message made of `lines`, waiting up to `wait` seconds for room; True when it left.
+
+        Periodic messages (`WATCHDOG=1`, `STATUS=`) never wait: the next one follows soon. State changes
+        (`READY=1`, `RELOADING=1`, `STOPPING=1`) wait a little, as libsystemd's blocking send would.
+        """
         try:
+            self._sock.settimeout(wait)  # 0: non-blocking
             self._sock.sendto("\n".join(lines).encode("utf-8", "replace"), self.address)
         except OSError as exc:
             log.warning("Cannot notify systemd at %s: %s (the service manager may restart shipper).",
@@ -90,7 +95,7 @@ class Notifier:
             lines = (*lines, f"STATUS={text}")
             self._last_status = text
         if lines:
-            self.notify(*lines)
+            self.notify(*lines, wait=1.0 if force else 0.0)
 
     def __call__(self, event: str, pipeline: Pipeline) -> None:
         """The pipeline listener: `ready`, `reloading` and `stopping` become sd_notify messages."""
@@ -98,9 +103,10 @@ class Notifier:
             self.status(pipeline, "READY=1", force=True)
         elif event == "reloading":
             usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-            self.notify("RELOADING=1", f"MONOTONIC_USEC={usec}", "STATUS=Reloading the configuration.")
+            self.notify("RELOADING=1", f"MONOTONIC_USEC={usec}", "STATUS=Reloading the configuration.",
+                        wait=1.0)
         elif event == "stopping":
-            self.notify("STOPPING=1", "STATUS=Stopping: flushing what was received.")
+            self.notify("STOPPING=1", "STATUS=Stopping: flushing what was received.", wait=1.0)
 
     async def keepalive(self, pipeline: Pipeline) -> None:
         """Ping the watchdog every half period and refresh `STATUS=`; runs on the daemon's event loop."""
