@@ -164,3 +164,21 @@ def test_check_command_exit_codes(tmp_path: Path) -> None:
     assert f"{bad}: bogus: unknown key" in fail.stderr
     usage = subprocess.run([sys.executable, "-m", "shipper", "frobnicate"], capture_output=True, text=True)
     assert usage.returncode == 2
+
+
+def test_example_config_is_valid_and_documents_every_key() -> None:
+    """config.example.yaml passes `check`, and names every key of every component it shows."""
+    import dataclasses
+
+    from shipper import registry
+    from shipper.config import Settings
+
+    path = Path(__file__).resolve().parents[1] / "config.example.yaml"
+    config = load_config(path)
+    text = path.read_text()
+    for f in dataclasses.fields(Settings):
+        assert f"{f.name}:" in text, f"top-level key {f.name} is not documented"
+    for section in ("receivers", "exporters"):
+        for spec in getattr(config, section):
+            for f in dataclasses.fields(registry.load(section, spec.type).Config):
+                assert f"{f.name}:" in text, f"{section} {spec.type}: key {f.name} is not documented"
