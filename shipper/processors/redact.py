@@ -52,6 +52,20 @@ OPT_IN = ["email", "phone", "card_number"]
 KNOWN = sorted({*BUILTIN_PATTERNS, "secret_keys", *GROUPS})
 KEY_MASK = "[REDACTED:key]"
 _MAX_PASSES = 3
+_KEY_CACHE = 4096
+_CONTAINERS = (dict, list)
+
+
+def _prefilter(patterns: list[str]) -> Callable[[str], Any]:
+    """One search for "could any pattern match here?", so most strings cost one regex call, not one each.
+
+    Patterns with backreferences or named groups cannot be joined safely; then every string is searched.
+    """
+    if not patterns:
+        return lambda text: None
+    if any(re.search(r"\\[1-9]|\(\?P[<=]", p) for p in patterns):
+        return lambda text: True
+    return re.compile("|".join(f"(?:{p})" for p in patterns)).search
 
 
 def _luhn(digits: str) -> bool:
@@ -126,12 +140,23 @@ class Redact:
         rules.update(config.patterns)
         self.patterns = {name: re.compile(pattern) for name, pattern in rules.items()}
         self._subs = [(regex.subn, _masker(name)) for name, regex in self.patterns.items()]
+        self._any = _prefilter(list(rules.values()))
         globs = [*config.keys, *(SECRET_KEYS if "secret_keys" in enabled else [])]
-        key_regex = re.compile("|".join(fnmatch.translate(g.lower()) for g in globs)) if globs else None
-        self._secret_key = (lambda key: key_regex.match(key.lower()) is not None) if key_regex else (lambda key: False)
+        self._key_regex = re.compile("|".join(fnmatch.translate(g.lower()) for g in globs)) if globs else None
+        self._key_verdicts: dict[str, bool] = {}
+
+    def _secret_key(self, key: str) -> bool:
+        verdict = self._key_verdicts.get(key)
+        if verdict is None:
+            verdict = self._key_regex is not None and self._key_regex.match(key.lower()) is not None
+            if len(self._key_verdicts) < _KEY_CACHE:
+                self._key_verdicts[key] = verdict
+        return verdict
 
     def text(self, value: str) -> str:
         """`value` with every pattern's matches masked (again, should masking make a new match appear)."""
+        if self._any(value) is None:
+            return value
         for _ in range(_MAX_PASSES):
             changed = False
             for subn, mask in self._subs:
@@ -148,14 +173,23 @@ class Redact:
                 if any(mask(m) != m.group() for mask in (_masker(name),) for m in regex.finditer(value))]
 
     def value(self, value: Any) -> Any:
-        """`value` redacted; the very same object when nothing in it changed."""
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, dict):
+        """`value` redacted; the very same object when nothing in it changed (the per-record hot path)."""
+        kind = type(value)
+        if kind is str:
+            return value if self._any(value) is None else self.text(value)
+        if kind is dict:
             out = None
+            any_, secret_key, walk = self._any, self._secret_key, self.value
             for key, item in value.items():
-                new_key = self.text(key)
-                new = KEY_MASK if self._secret_key(key) else self.value(item)
+                if secret_key(key):
+                    new = KEY_MASK
+                elif type(item) is str:
+                    new = item if any_(item) is None else self.text(item)
+                elif type(item) in _CONTAINERS:
+                    new = walk(item)
+                else:
+                    new = item
+                new_key = key if any_(key) is None else self.text(key)
                 if new is not item or new_key is not key:
                     if out is None:
                         out = dict(value)
@@ -163,10 +197,11 @@ class Redact:
                         del out[key]
                     out[new_key] = new
             return value if out is None else out
-        if isinstance(value, list):
+        if kind is list:
             changed = None
+            walk = self.value
             for i, item in enumerate(value):
-                new = self.value(item)
+                new = walk(item)
                 if new is not item:
                     if changed is None:
                         changed = list(value)

@@ -133,6 +133,8 @@ class Truncate:
 
     def record(self, span: Span) -> Span | None:
         """The record within both caps, or None if it cannot be made to fit."""
+        if _size(span) <= self.max_value:  # the common case: no value can be over the cap
+            return span
         out = _cap_fields(span, self.max_value)
         if out is not span:
             self.counters.add("truncated_values")
