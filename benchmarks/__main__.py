@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import signal
 import sys
 import time
 import traceback
@@ -35,6 +36,8 @@ def run(mode: str, parts: list[str], out: Path, draw: bool) -> int:
     from benchmarks import exit_cost, outage, span_cost, throughput
 
     settings = SETTINGS[mode]
+    # SIGTERM unwinds like Ctrl-C, so the daemons and sinks of the part being measured are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.time()
     result: dict[str, Any] = {
         "schema": results.SCHEMA, "mode": mode,
