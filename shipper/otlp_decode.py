@@ -244,12 +244,16 @@ def _kind(attrs: Mapping[str, Any]) -> str:
     return GENAI_KINDS.get(attrs.get(sc.OPERATION_NAME), "span")  # type: ignore[arg-type]
 
 
+_USAGE_ORDER = (*GENAI_USAGE_OLD.items(), *((k, v) for k, v in _USAGE_OF.items() if k.startswith("gen_ai.")),
+                *((k, v) for k, v in _USAGE_OF.items() if k.startswith("llm.")))
+"""Token-count attributes, weakest first: a later (OpenInference) one overrides an earlier one."""
+
+
 def _usage(attrs: Mapping[str, Any]) -> dict[str, int]:
     usage: dict[str, int] = {}
-    for source in (dict(GENAI_USAGE_OLD), {k: v for k, v in _USAGE_OF.items() if k.startswith("gen_ai.")},
-                   {k: v for k, v in _USAGE_OF.items() if k.startswith("llm.")}):
-        for name, key in source.items():
-            count = _count(attrs.get(name))
+    for name, key in _USAGE_ORDER:
+        if name in attrs:
+            count = _count(attrs[name])
             if count is not None:
                 usage[key] = count
     details = _json(attrs.get(LF_USAGE))
@@ -397,7 +401,8 @@ def _error(span: OTelSpan, events: list[dict[str, Any]]) -> dict[str, str]:
 
 def to_record(span: OTelSpan, service: str | None = None) -> Span:
     """A record v1 for `span`; `service` stands in for a resource without a real `service.name`."""
-    attributes = clean_attributes(span.attributes)
+    raw = dict(span.attributes)  # one copy: SDK attribute mappings are slow to read key by key
+    attributes = clean_attributes(raw)
     if span.scope_name:
         attributes.setdefault(SCOPE_NAME, span.scope_name)
         if span.scope_version:
@@ -407,7 +412,7 @@ def to_record(span: OTelSpan, service: str | None = None) -> Span:
                     "start_ns": span.start_ns, "end_ns": span.end_ns}
     if span.parent_id:
         record["parent_id"] = span.parent_id
-    record.update(lift(span.attributes, span.start_ns))
+    record.update(lift(raw, span.start_ns))
     record["otel_kind"] = span.otel_kind
     record["status"] = span.status
     events = [{"name": str(n), "time_ns": int(t), "attributes": clean_attributes(a)} for n, t, a in span.events]
