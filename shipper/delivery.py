@@ -229,7 +229,7 @@ class Delivery:
                       "keys in the config and restart; retrying every %.0fs meanwhile.", self.name,
                       getattr(exc, "status", "?"), error, wait)
         else:
-            log.warning("Exporter %s: attempt %d failed (%s); retrying in %.1fs.", self.name,
+            log.warning("Exporter %s: attempt %d failed (%s); retrying in %.3gs.", self.name,
                         state.attempt_number, error, wait)
 
     async def _sleep(self, seconds: float) -> None:

@@ -32,10 +32,11 @@ Invariants:
   when the pipeline may commit its receivers' marks.
 
 Recovery (`open`): segments before the ack position are deleted; every record after it is checked. A
-record whose checksum fails is skipped up to the next valid magic and counted (`queue_corrupt_records`,
-dropped as `corrupt`, one per record since its span count cannot be trusted); bytes at the end of the
-last segment that hold no valid record (a write cut short by a crash) are truncated and counted
-(`queue_torn_bytes`). What remains is delivered again from the ack position.
+whole record whose checksum fails is skipped, and so is unreadable garbage up to the next valid record;
+each is counted (`queue_corrupt_records`, dropped as `corrupt`, one per record since its span count
+cannot be trusted). A record cut short at the end of the last segment (a write interrupted by a crash
+or a power loss) is a torn tail: truncated and counted (`queue_torn_bytes`). What remains is delivered
+again from the ack position.
 
 `fsync` (default `interval`): `always` fsyncs each append before `put` returns (in a worker thread,
 survives power loss, costs a disk flush per batch); `interval` fsyncs dirty segments once a second in the
@@ -131,6 +132,18 @@ def _resync(buf: Any, offset: int, end: int) -> int:
             return at
 
 
+def _next_after_bad(buf: Any, offset: int, end: int) -> int | None:
+    """Where to go on from an invalid record at `offset`: past it when it is whole (its checksum failed),
+    else the next valid record; None when nothing valid follows and the record is not whole (torn)."""
+    if end - offset >= HEADER.size:
+        magic, length = struct.unpack_from(">4sI", buf, offset)
+        after = offset + HEADER.size + length
+        if magic == MAGIC and after <= end and (after == end or buf[after:after + 4] == MAGIC):
+            return after
+    nxt = _resync(buf, offset, end)
+    return None if nxt == end else nxt
+
+
 def read_records(path: str | os.PathLike[str]) -> Iterable[tuple[int, int, bytes | None]]:
     """(offset, span count, payload) of each record of a segment file; payload None for a corrupt run."""
     with open(path, "rb") as f:
@@ -222,12 +235,12 @@ class DiskQueue:
                     while offset < size:
                         found = _check(buf, offset, size)
                         if found is None:
-                            nxt = _resync(buf, offset, size)
-                            if nxt == size and seq == self._segments[-1]:
+                            nxt = _next_after_bad(buf, offset, size)
+                            if nxt is None and seq == self._segments[-1]:
                                 torn += size - offset
                                 break
                             corrupt += 1
-                            offset = nxt
+                            offset = size if nxt is None else nxt
                             valid_end = offset
                             continue
                         record_size, count, _ = found
