@@ -23,6 +23,7 @@ This module imports the OpenTelemetry SDK; `import shipper` does not import this
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -160,11 +161,11 @@ def install(service: str | None = None, resource: dict[str, Any] | None = None,
             set_global: bool = True) -> TracerProvider:
     """A TracerProvider that sends every span through shipper, made the global one unless `set_global=False`.
 
-    `service` becomes the resource's `service.name` (default: shipper's configured service); `resource`
-    adds attributes to it. OpenTelemetry refuses to replace a global provider that is already set: then
+    `service` becomes the resource's `service.name` (default: `OTEL_SERVICE_NAME`, else shipper's
+    configured service); `resource` adds attributes to it (as does `OTEL_RESOURCE_ATTRIBUTES`). OpenTelemetry refuses to replace a global provider that is already set: then
     the provider is returned but not global, and a warning says so (OpenTelemetry's own).
     """
-    name = service or (transport._active or transport.active()).service
+    name = service or os.environ.get("OTEL_SERVICE_NAME") or (transport._active or transport.active()).service
     provider = TracerProvider(resource=Resource.create({"service.name": name, **(resource or {})}),
                               id_generator=ShipperIdGenerator())
     provider.add_span_processor(ShipperSpanProcessor(ShipperSpanExporter(service=name)))

@@ -138,6 +138,39 @@ async def test_invalid_spans_are_rejected_with_partial_success() -> None:
     assert [r.reason for r in intake.rejects] == ["zero_trace_id"]
 
 
+async def test_langfuse_sdk_attributes_are_lifted() -> None:
+    """Spans shaped like the Langfuse SDK's (langfuse.* attributes, Basic auth) on its path become full records."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "lf-app"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    with provider.get_tracer("langfuse-sdk").start_as_current_span("generate", attributes={
+        "langfuse.observation.type": "generation", "langfuse.observation.model.name": "claude-x",
+        "langfuse.observation.input": '[{"role": "user", "content": "hi"}]',
+        "langfuse.observation.output": '{"role": "assistant", "content": "yo"}',
+        "langfuse.observation.model.parameters": '{"max_tokens": 10}',
+        "langfuse.observation.usage_details": '{"input": 4, "output": 2, "total": 6}',
+        "langfuse.observation.cost_details": '{"total": 0.25}',
+        "langfuse.session.id": "lf-s", "langfuse.user.id": "lf-u", "langfuse.trace.tags": ["x", "y"],
+        "langfuse.trace.metadata.plan": "pro",
+    }) as span:
+        pass
+    async with running() as (_, intakes, url):
+        exporter = OTLPSpanExporter(endpoint=f"{url}/api/public/otel/v1/traces",
+                                    headers={"Authorization": "Basic cGs6c2s="})
+        result = await anyio.to_thread.run_sync(exporter.export, memory.get_finished_spans())
+        exporter.shutdown()
+    assert result.name == "SUCCESS"
+    (record,) = _records(intakes)
+    assert record["span_id"] == format(span.get_span_context().span_id, "016x")
+    assert record["kind"] == "llm" and record["service"] == "lf-app"
+    assert (record["session_id"], record["user_id"], record["tags"]) == ("lf-s", "lf-u", ["x", "y"])
+    assert record["input"] == [{"role": "user", "content": "hi"}]
+    assert record["output"] == {"role": "assistant", "content": "yo"}
+    assert record["metadata"] == {"plan": "pro"}
+    assert record["llm"] == {"model": "claude-x", "params": {"max_tokens": 10}, "cost_usd": 0.25,
+                             "usage": {"input_tokens": 4, "output_tokens": 2, "total_tokens": 6}}
+
+
 @pytest.mark.parametrize(
     ("method", "path", "headers", "body", "status"),
     [
