@@ -13,7 +13,8 @@ missing id, end before start, ...) is set aside as malformed and reported back i
 `partial_success` (`rejected_spans`, `error_message`); the others are taken. Answers:
 200 (an `ExportTraceServiceResponse` in the request's encoding), 400 (unreadable body or HTTP),
 404 (other path), 405 (not POST), 413 (body, or its gzip-expanded form, over `max_body_bytes`),
-415 (other content type or encoding). Error bodies are a `google.rpc.Status` as OTLP asks.
+415 (other content type or encoding), 500 (a fault of shipper's own, logged; the receiver serves on).
+Error bodies are a `google.rpc.Status` as OTLP asks.
 
 The server is HTTP/1.1 with keep-alive, h11 on anyio TCP listeners, bound in `open()`; with port 0 the
 port the system chose shows in the log line and in `statistics()["port"]`. What it accepted is in the
@@ -206,6 +207,11 @@ class OTLPHTTPReceiver:
                         status, content_type = refused.status, JSON if refused.json else PROTOBUF
                         payload = _status_body(_GRPC_CODE.get(refused.status, 2), refused.message, refused.json)
                         close = refused.close
+                    except Exception as exc:  # a bug of ours: answer 500, keep the receiver serving others
+                        log.exception("Failed to handle an OTLP request from %s; answered 500.", source)
+                        self.counters.last_error = f"500: {type(exc).__name__}: {exc}"[:500]
+                        status, content_type, close = 500, PROTOBUF, True
+                        payload = _status_body(13, "internal error in shipper's otlp_http receiver", False)
                     if not await self._respond(conn, stream, status, content_type, payload, close):
                         return
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, TimeoutError,
