@@ -387,18 +387,29 @@ class DiskQueue:
 
     def _append(self, record: bytes, count: int) -> None:
         seq = self._segments[-1]
-        if self._ends[seq] >= self.segment_bytes:
-            seq = seq + 1
-            self._open_segment(seq, create=True)
-            self._segments.append(seq)
-            if self.config.fsync != "never":
-                self._dirty.add(seq - 1)
-            if self._head == (seq - 1, self._ends[seq - 1]):  # all of the full one is acknowledged
-                self._advance(self._head)
-        fd = self._fds[seq]
-        view = memoryview(record)
-        while view:
-            view = view[os.write(fd, view):]
+        try:
+            if self._ends[seq] >= self.segment_bytes:
+                self._open_segment(seq + 1, create=True)
+                seq = seq + 1
+                self._segments.append(seq)
+                if self.config.fsync != "never":
+                    self._dirty.add(seq - 1)
+                if self._head == (seq - 1, self._ends[seq - 1]):  # all of the full one is acknowledged
+                    self._advance(self._head)
+            fd = self._fds[seq]
+            view = memoryview(record)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError as exc:  # disk full, quota, I/O error: drop this record, keep the file whole
+            try:
+                os.ftruncate(self._fds[seq], self._ends[seq])
+            except OSError:
+                pass  # a partial record left behind is skipped as corrupt by the reader
+            self.counters.drop("queue_write_error", count)
+            self.counters.last_error = f"cannot write to the queue {self.dir}: {exc.strerror or exc}"
+            log.error("Cannot append %d spans to the queue %s: %s; they are dropped. Free disk space or "
+                      "fix the state directory.", count, self.dir, exc.strerror or exc)
+            return
         self._ends[seq] += len(record)
         self._dirty.add(seq)
         self._live_bytes += len(record)

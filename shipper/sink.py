@@ -49,6 +49,8 @@ class QueuedSink:
         own = getattr(self.exporter, "statistics", None)
         if own is not None:
             out.update(own())
+        out.update({key: self.counters.counts.get(key, 0) for key in ("queued", "exported", "retried", "dead_lettered")})
+        out["last_error"] = self.counters.last_error
         out.update(self.queue.statistics())
         out.update(self.delivery.statistics())
         out.update(self.deadletters.statistics())

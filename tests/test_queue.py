@@ -279,3 +279,38 @@ def test_every_span_put_comes_out_at_least_once_in_order(tmp_path_factory, ops) 
         assert rest == sorted(rest)
 
     anyio.run(run)
+
+
+def test_a_failed_write_drops_the_record_with_a_count_and_keeps_the_segment_whole(tmp_path: Path) -> None:
+    """When the disk refuses a write (here a file-size limit, as a full disk would), the record is dropped
+    and counted `queue_write_error`; the segment is cut back, so what follows is read normally."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import resource, signal, anyio
+        from pathlib import Path
+        from shipper.config import QueueConfig
+        from shipper.queue import DiskQueue
+        from shipper.stats import Counters
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a signal
+        async def main():
+            counters = Counters()
+            q = DiskQueue(Path({str(tmp_path)!r}), QueueConfig(max_bytes=1 << 20), counters,
+                          segment_bytes=1 << 20)
+            await q.open()
+            await q.put([{{"name": "small"}}])
+            resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+            await q.put([{{"name": "big", "input": "x" * 10000}}])
+            resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+            await q.put([{{"name": "after"}}])
+            items = await q.take(10, 1 << 20, 0)
+            print([s["name"] for i in items for s in i.spans], dict(counters.dropped))
+            await q.aclose()
+        anyio.run(main)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['small', 'after'] {'queue_write_error': 1}"
