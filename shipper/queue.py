@@ -529,7 +529,7 @@ class DiskQueue:
         self._read = self._head
 
     def _drop_head(self) -> bool:
-        found = self._header_at(self._head)
+        found = self._header_at(self._head, verify=True)  # a checked count: corrupt ones were never live
         if found is None:
             return False
         (seq, offset), size, count, _, _ = found
