@@ -162,6 +162,64 @@ def test_replay_of_plain_records_needs_a_target(daemon_factory, tmp_path: Path) 
     assert out.returncode == 0 and "queued 3 spans" in out.stdout
 
 
+class Gate:
+    """A port on 127.0.0.1 that refuses connections until `open()`, then forwards them to `target`."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def open(self) -> None:
+        self.sock.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_refused_connections_then_the_backend_comes_up(daemon_factory) -> None:
+    """A backend that refuses connections is retried; once it listens, every queued span arrives."""
+    with OTLPServer() as server:
+        gate = Gate(server.port)
+        try:
+            daemon = backend_config(daemon_factory(), gate.url).start()
+            send_seqpacket(daemon.socket, [b"".join(lines(i, 50)) for i in range(0, 300, 50)])
+            failing = wait_for(lambda: (s := exporter_status(daemon)).get("retried", 0) >= 3 and s)
+            assert "could not be reached" in failing["last_error"] and failing["queue_items"] == 300
+            gate.open()
+            wait_for(lambda: unique_ids(server) >= expected_ids(0, 300), timeout=20,
+                     message="every span to arrive once the backend listens")
+            assert daemon.stop() == 0
+        finally:
+            gate.close()
+
+
 @pytest.mark.slow
 def test_sixty_second_outage_loses_nothing_and_memory_stays_bounded(daemon_factory) -> None:
     """60 s of 503 while spans keep coming: afterwards all arrive, and the daemon's RSS stays bounded."""
