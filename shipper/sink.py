@@ -17,6 +17,7 @@ from shipper.chain import Chain
 from shipper.component import Context
 from shipper.deadletter import DeadLetters
 from shipper.delivery import Delivery
+from shipper.errors import ConfigError
 from shipper.queue import DiskQueue
 from shipper.record import Span
 from shipper.stats import Counters
@@ -26,6 +27,9 @@ __all__ = ["QueuedSink", "open_queue"]
 
 def open_queue(name: str, config: Any, state_dir: Any, counters: Counters) -> DiskQueue:
     """The (unopened) durable queue of exporter `name`, sized by its `queue` and `batch` settings."""
+    if not name or name.startswith(".") or "/" in name or "\0" in name:
+        raise ConfigError([f"exporters.{name}: an exporter's name names its queue directory and dead-letter "
+                           "file, so it cannot be empty, start with a dot or hold a slash"])
     return DiskQueue(state_dir / "queues" / name, config.queue, counters,
                      record_spans=config.batch.max_spans, record_bytes=config.batch.max_bytes)
 
