@@ -314,3 +314,18 @@ def test_a_failed_write_drops_the_record_with_a_count_and_keeps_the_segment_whol
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['small', 'after'] {'queue_write_error': 1}"
+
+
+@pytest.mark.parametrize("fsync", ["always", "interval", "never"])
+async def test_every_fsync_mode_keeps_records_across_a_reopen(tmp_path: Path, fsync: str) -> None:
+    """Whatever the fsync policy, a record put and not acknowledged is there for the next process."""
+    q = await make(tmp_path, fsync=fsync)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(q.run)  # the background fsync of `interval`; returns at once otherwise
+        await q.put([span(0), span(1)])
+        await q.sync()
+        tg.cancel_scope.cancel()
+    await q.aclose()
+    again = await make(tmp_path, fsync=fsync)
+    assert await drain(again) == ["s0", "s1"]
+    await again.aclose()
