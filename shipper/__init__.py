@@ -17,19 +17,13 @@ Spans go to the local daemon's socket, or to the spool directory when it cannot 
 
 from __future__ import annotations
 
-from .client import (
-    Span,
-    TracedThreadPoolExecutor,
-    configure,
-    current_span,
-    extract,
-    flush,
-    inject,
-    span,
-    statistics,
-    trace_context,
-    traced,
-)
+from .client.config import configure
+from .client.context import trace_context
+from .client.executor import TracedThreadPoolExecutor
+from .client.propagation import extract, inject
+from .client.span import Span, current_span, span
+from .client.traced import traced
+from .client.transport import flush, statistics
 
 __all__ = [
     "Span",

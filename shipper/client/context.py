@@ -4,11 +4,12 @@ Contextvars make nesting follow the code: an asyncio task inherits the context o
 it, `TracedThreadPoolExecutor` runs work in a copy of the submitter's context, and a thread started
 without one begins a new trace.
 
-Trace-wide fields (`session_id`, `user_id`, `tags`, `project`, SPEC §1) live in one `Trace` object that
-every span of a trace shares in this process, so each span's record carries them. `trace_context()`
-entered outside any span sets them for the traces started inside it; entered inside a span, it also sets
-them on that span's trace, so every span of the trace that ends afterwards (the root included) carries
-them. Spans that already ended keep what they had: a record is written once.
+Trace-wide fields (`session_id`, `user_id`, `tags`, `project`, SPEC §1) belong to a trace's local root
+span, and every span of the trace copies them into its record when it ends. `trace_context()` entered
+outside any span sets them for the traces started inside it; entered inside a span, it also sets them on
+that span's trace, so every span of the trace that ends afterwards (the root included) carries them.
+Spans that already ended keep what they had: a record is written once. `TraceFields` values are never
+changed in place (an update makes a new one), so contexts and traces can share them freely.
 """
 
 from __future__ import annotations
@@ -17,45 +18,44 @@ import contextvars
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["Trace", "TraceContext", "current_fields", "current_span_var", "trace_context", "trace_fields"]
+__all__ = ["TraceContext", "TraceFields", "current_fields", "current_span_var", "fields_var", "merged",
+           "trace_context", "trace_fields"]
 
 current_span_var: contextvars.ContextVar[Any] = contextvars.ContextVar("shipper.current_span", default=None)
-_fields_var: contextvars.ContextVar[Trace | None] = contextvars.ContextVar("shipper.fields", default=None)
+fields_var: contextvars.ContextVar[TraceFields | None] = contextvars.ContextVar("shipper.wide", default=None)
 
 
-class Trace:
-    """One trace as this process sees it: its id and its trace-wide fields, shared by its spans."""
+class TraceFields:
+    """The trace-wide fields of a trace (None where not set); never changed once made."""
 
-    __slots__ = ("trace_id", "session_id", "user_id", "tags", "project")
+    __slots__ = ("session_id", "user_id", "tags", "project")
 
     def __init__(
         self,
-        trace_id: str = "",
         session_id: str | None = None,
         user_id: str | None = None,
         tags: list[str] | None = None,
         project: str | None = None,
     ) -> None:
-        self.trace_id = trace_id
         self.session_id = session_id
         self.user_id = user_id
         self.tags = tags
         self.project = project
 
-    def update(self, other: Trace) -> None:
-        """Take `other`'s fields where it has them; tags are added to ours, in order, once each."""
-        if other.session_id is not None:
-            self.session_id = other.session_id
-        if other.user_id is not None:
-            self.user_id = other.user_id
-        if other.project is not None:
-            self.project = other.project
-        if other.tags:
-            self.tags = other.tags if not self.tags else list(dict.fromkeys([*self.tags, *other.tags]))
 
-    def started(self, trace_id: str) -> Trace:
-        """A new trace with these fields (this object stays as it is: it belongs to a context)."""
-        return Trace(trace_id, self.session_id, self.user_id, self.tags, self.project)
+def merged(base: TraceFields | None, top: TraceFields | None) -> TraceFields | None:
+    """`top` over `base`: its values win where it has them; tags are added to base's, in order, once each."""
+    if base is None or top is None:
+        return top if base is None else base
+    tags = top.tags or base.tags
+    if base.tags and top.tags:
+        tags = list(dict.fromkeys(base.tags + top.tags))
+    return TraceFields(
+        top.session_id if top.session_id is not None else base.session_id,
+        top.user_id if top.user_id is not None else base.user_id,
+        tags,
+        top.project if top.project is not None else base.project,
+    )
 
 
 def _text(value: Any) -> str | None:
@@ -70,9 +70,9 @@ def _tags(tags: Iterable[Any] | str | None) -> list[str] | None:
     return [str(tag) for tag in tags]
 
 
-def current_fields() -> Trace | None:
+def current_fields() -> TraceFields | None:
     """The trace-wide fields set by the `trace_context()` blocks around this code, if any."""
-    return _fields_var.get()
+    return fields_var.get()
 
 
 class TraceContext:
@@ -80,26 +80,21 @@ class TraceContext:
 
     __slots__ = ("fields", "_token")
 
-    def __init__(self, fields: Trace) -> None:
+    def __init__(self, fields: TraceFields) -> None:
         self.fields = fields
-        self._token: contextvars.Token[Trace | None] | None = None
+        self._token: contextvars.Token[TraceFields | None] | None = None
 
     def __enter__(self) -> TraceContext:
-        outer = _fields_var.get()
-        merged = Trace()
-        if outer is not None:
-            merged.update(outer)
-        merged.update(self.fields)
-        self._token = _fields_var.set(merged)
+        self._token = fields_var.set(merged(fields_var.get(), self.fields))
         span = current_span_var.get()
         if span is not None:
-            span._trace.update(self.fields)
+            span._add_trace_fields(self.fields)
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         if self._token is not None:
             try:
-                _fields_var.reset(self._token)
+                fields_var.reset(self._token)
             except ValueError:  # left in another context than the one it was entered in
                 pass
             self._token = None
@@ -127,6 +122,6 @@ def trace_context(
 
 def trace_fields(
     session_id: Any = None, user_id: Any = None, tags: Iterable[Any] | str | None = None, project: Any = None
-) -> Trace:
+) -> TraceFields:
     """Trace-wide fields as strings (None where not given); a single string for `tags` is one tag."""
-    return Trace("", _text(session_id), _text(user_id), _tags(tags), _text(project))
+    return TraceFields(_text(session_id), _text(user_id), _tags(tags), _text(project))

@@ -15,7 +15,7 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 from urllib.parse import quote, unquote
 
-from .context import Trace, current_fields, current_span_var
+from .context import TraceFields, current_fields, current_span_var
 
 __all__ = ["RemoteParent", "extract", "inject"]
 
@@ -30,7 +30,7 @@ class RemoteParent:
 
     __slots__ = ("trace_id", "span_id", "sampled", "fields")
 
-    def __init__(self, trace_id: str, span_id: str, sampled: bool, fields: Trace) -> None:
+    def __init__(self, trace_id: str, span_id: str, sampled: bool, fields: TraceFields | None) -> None:
         self.trace_id = trace_id
         self.span_id = span_id
         self.sampled = sampled
@@ -48,7 +48,7 @@ def inject(headers: MutableMapping[str, str] | None = None) -> MutableMapping[st
     fields = current_fields()
     if span is not None:
         headers["traceparent"] = f"00-{span.trace_id}-{span.span_id}-01"
-        fields = span._trace
+        fields = span._root._wide
     if fields is not None:
         members = [f"{key}={quote(value, safe='')}" for key, attr in _BAGGAGE_KEYS.items()
                    if (value := getattr(fields, attr)) is not None]
@@ -72,15 +72,15 @@ def extract(headers: Mapping[str, Any]) -> RemoteParent | None:
     version, trace_id, span_id, flags, rest = match.groups()
     if version == "ff" or (version == "00" and rest) or trace_id == "0" * 32 or span_id == "0" * 16:
         return None
-    fields = Trace()
+    found: dict[str, Any] = {}
     for member in _members(_header(headers, "baggage") or ""):
         key = _key(member)
         value = unquote(member.partition("=")[2].partition(";")[0].strip())
         if key in _BAGGAGE_KEYS:
-            setattr(fields, _BAGGAGE_KEYS[key], value)
+            found[_BAGGAGE_KEYS[key]] = value
         elif key == _TAGS_KEY and value:
-            fields.tags = [unquote(tag) for tag in value.split(",")]
-    return RemoteParent(trace_id, span_id, bool(int(flags, 16) & 1), fields)
+            found["tags"] = [unquote(tag) for tag in value.split(",")]
+    return RemoteParent(trace_id, span_id, bool(int(flags, 16) & 1), TraceFields(**found) if found else None)
 
 
 def _header(headers: Mapping[str, Any], name: str) -> str | None:
