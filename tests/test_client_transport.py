@@ -211,7 +211,7 @@ def test_an_unwritable_spool_drops_and_counts_without_raising() -> None:
         for _ in range(3):
             with shipper.span("s"):
                 pass
-        shipper.client.emit_record({"trace_id": "1" * 32})
+        transport.emit_record({"trace_id": "1" * 32})
         stats = shipper.statistics()
     assert stats["dropped"] == {"spool_error": 4} and stats["spooled"] == 0
     assert stats["spool_error"] and "/dev/null/spool" in stats["spool_error"]
@@ -313,3 +313,25 @@ def test_connect_failure_errno_is_reported(no_daemon: RecordingServer) -> None:
     with shipper.span("s"):
         pass
     assert os.strerror(errno.ENOENT) in shipper.statistics()["socket_error"]
+
+
+def test_threads_racing_to_connect_all_use_the_socket() -> None:
+    """Spans ending at once in many threads before the first connect all reach the socket, none the spool."""
+    import threading
+
+    with capture() as server:
+        barrier = threading.Barrier(8)
+
+        def one() -> None:
+            barrier.wait()
+            with shipper.span("racer"):
+                pass
+
+        threads = [threading.Thread(target=one) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        server.wait_for(8)
+        stats = shipper.statistics()
+    assert stats["sent"] == 8 and stats["spooled"] == 0 and stats["connect_attempts"] == 1

@@ -8,8 +8,8 @@ import traceback
 from typing import Any
 
 from . import transport
-from .context import Trace, current_fields, current_span_var, trace_fields
-from .ids import new_span_id, new_trace_id
+from .context import TraceFields, current_span_var, fields_var, merged, trace_fields
+from .ids import getrandbits
 from .propagation import RemoteParent
 
 __all__ = ["KINDS", "NOOP_SPAN", "Span", "current_span", "error_of", "span"]
@@ -25,7 +25,8 @@ OTEL_KINDS = frozenset(["internal", "server", "client", "producer", "consumer"])
 SPAN_FIELDS = frozenset(
     ["input", "output", "metadata", "llm", "attributes", "otel_kind", "events", "links", "resource"]
 )
-TRACE_FIELDS = frozenset(["session_id", "user_id", "tags", "project"])
+_TRACE_ORDER = ("session_id", "user_id", "tags", "project")  # trace_fields()'s parameters
+TRACE_FIELDS = frozenset(_TRACE_ORDER)
 _SCALARS = (str, bool, int, float)
 
 _resource = {"process.pid": os.getpid()}  # shared by every record; replaced in a forked child
@@ -69,132 +70,132 @@ def _attributes(values: Any) -> dict[str, Any]:
 
 
 class Span:
-    """One step of a trace. Use it as `with shipper.span(...) as s:` (or `async with`); see `log()`."""
+    """One step of a trace: `with shipper.span("retrieve", kind="retriever") as s:` (or `async with`).
 
-    __slots__ = ("name", "kind", "trace_id", "span_id", "start_ns", "_parent", "_trace", "_fields",
-                 "_trace_fields", "_status", "_error", "_token", "_ended")
+    `parent` defaults to the current span; pass `shipper.extract(headers)` to continue a remote trace.
+    `fields` are the record's: input, output, metadata, llm, attributes, otel_kind, events, links,
+    resource; and the trace-wide session_id, user_id, tags, project, which apply to the whole trace. An
+    unknown keyword raises TypeError, as for any call; an unknown `kind` is recorded as `span`.
+
+    The trace's local root span holds the trace-wide fields (`_wide`); every span points to that root and
+    copies them into its record when it ends. Before a span starts, `_wide` holds those given to it.
+    """
+
+    __slots__ = ("name", "kind", "trace_id", "span_id", "start_ns", "_parent", "_root", "_wide", "_fields",
+                 "_status", "_token", "_ended")
 
     def __init__(
         self,
         name: str,
         kind: str = "span",
         parent: Span | RemoteParent | None = None,
-        fields: dict[str, Any] | None = None,
-        trace_fields: Trace | None = None,
+        **fields: Any,
     ) -> None:
         self.name = name if type(name) is str and 0 < len(name) <= 1024 else (str(name)[:1024] or "unnamed")
         self.kind = kind if kind in KINDS else "span"
-        self.trace_id = ""
-        self.span_id = ""
+        self.trace_id = self.span_id = ""
         self.start_ns = 0
         self._parent = parent
-        self._trace: Trace | None = None
-        self._fields = fields if fields is not None else {}
-        self._trace_fields = trace_fields  # span(session_id=...): set on the trace when the span starts
+        self._root: Span | None = None
+        self._wide: TraceFields | None = None
+        self._fields: dict[str, Any] | None = _checked(fields, self) if fields else None
         self._status: str | None = None
-        self._error: dict[str, str] | None = None
         self._token: Any = None
         self._ended = False
 
-    # Life: start on entry, end and emit on exit.
-
     def __enter__(self) -> Span:
-        self._start()
+        parent = self._parent or current_span_var.get()
+        if type(parent) is Span and parent._root is not None:
+            root = parent._root
+            self.trace_id = parent.trace_id
+            if self._wide is not None:  # span(session_id=...): for the whole trace
+                root._wide, self._wide = merged(root._wide, self._wide), None
+        else:
+            root = self
+            wide = fields_var.get()
+            if parent is None or type(parent) is Span:  # none, the no-op span, or a span never entered
+                parent = None
+                self.trace_id = (getrandbits(128) or 1).to_bytes(16, "big").hex()  # = ids.new_trace_id()
+            else:  # a RemoteParent from extract(): its trace, its baggage, then our trace_context() blocks
+                self.trace_id = parent.trace_id
+                wide = merged(parent.fields, wide)
+            self._wide = wide if self._wide is None else merged(wide, self._wide)
+        self._parent = parent
+        self._root = root
+        self.span_id = (getrandbits(64) or 1).to_bytes(8, "big").hex()  # = ids.new_span_id(), inline
         self._token = current_span_var.set(self)
+        self.start_ns = _time_ns()
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        self._end(exc if exc_type is not None and exc_type is not GeneratorExit else None)
-
-    async def __aenter__(self) -> Span:
-        return self.__enter__()
-
-    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        self._end(exc if exc_type is not None and exc_type is not GeneratorExit else None)
-
-    def _start(self) -> None:
-        """Take ids and the start time, under the current span (or the given parent); attach nothing."""
-        parent = self._parent or current_span_var.get()
-        if type(parent) is Span:
-            trace = parent._trace
-            if trace is None:  # the no-op span, or one never entered: start a trace of our own
-                parent = None
-        elif parent is not None:  # a RemoteParent from extract(): its trace, its baggage, then our blocks
-            trace = parent.fields.started(parent.trace_id)
-            fields = current_fields()
-            if fields is not None:
-                trace.update(fields)
-        if parent is None:
-            fields = current_fields()
-            trace = Trace(new_trace_id()) if fields is None else fields.started(new_trace_id())
-        if self._trace_fields is not None:
-            trace.update(self._trace_fields)
-        self._parent = parent
-        self._trace = trace
-        self.trace_id = trace.trace_id
-        self.span_id = new_span_id()
-        self.start_ns = _time_ns()
-
-    def _end(self, exc: BaseException | None) -> None:
-        """Detach from the context, then finish."""
+        end_ns = _time_ns()
         try:
             current_span_var.reset(self._token)
         except Exception:  # ended in another context than it started in (or never entered)
             if current_span_var.get() is self:
                 current_span_var.set(self._parent if type(self._parent) is Span else None)
-        self._finish(exc)
-
-    def _finish(self, exc: BaseException | None) -> None:
-        """Stamp the end time and emit the record, once; never raises."""
-        end_ns = _time_ns()
         if self._ended:
             return
         self._ended = True
-        try:
-            self._emit(end_ns, exc)
+        try:  # the record, built inline: this is the per-span path
+            sink = transport._active or transport.active()
+            record: dict[str, Any] = {
+                "v": 1,
+                "trace_id": self.trace_id,
+                "span_id": self.span_id,
+                "name": self.name,
+                "kind": self.kind,
+                "start_ns": self.start_ns,
+                "end_ns": end_ns,
+                "service": sink.service,
+                "resource": _resource,
+            }
+            if self._parent is not None:
+                record["parent_id"] = self._parent.span_id
+            fields = self._fields
+            if fields:
+                record.update(fields)  # with `error` if set_status("error", message) was called
+                if "resource" in fields:
+                    record["resource"] = {**_resource, **fields["resource"]}
+            if exc_type is not None and exc_type is not GeneratorExit:
+                record["status"] = "error"
+                record["error"] = error_of(exc)  # type: ignore[arg-type]
+            elif self._status is not None:
+                record["status"] = self._status
+            wide = self._root._wide  # type: ignore[union-attr]
+            if wide is not None:
+                if wide.session_id is not None:
+                    record["session_id"] = wide.session_id
+                if wide.user_id is not None:
+                    record["user_id"] = wide.user_id
+                if wide.tags:
+                    record["tags"] = wide.tags
+                if wide.project is not None:
+                    record["project"] = wide.project
+            sink.emit(record)
         except Exception:  # nothing of ours may reach the app
             pass
 
-    def _emit(self, end_ns: int, exc: BaseException | None) -> None:
-        sink = transport._active or transport.active()
-        trace = self._trace
-        record: dict[str, Any] = {
-            "v": 1,
-            "trace_id": self.trace_id,
-            "span_id": self.span_id,
-            "name": self.name,
-            "kind": self.kind,
-            "start_ns": self.start_ns,
-            "end_ns": end_ns,
-            "service": sink.service,
-            "resource": _resource,
-        }
-        parent = self._parent
-        if parent is not None:
-            record["parent_id"] = parent.span_id
-        if exc is not None:
-            record["status"] = "error"
-            record["error"] = error_of(exc)
-        elif self._status is not None:
-            record["status"] = self._status
-            if self._error is not None:
-                record["error"] = self._error
-        if self._fields:
-            record.update(self._fields)
-            if "resource" in self._fields:
-                record["resource"] = {**_resource, **self._fields["resource"]}
-        if trace is not None:
-            if trace.session_id is not None:
-                record["session_id"] = trace.session_id
-            if trace.user_id is not None:
-                record["user_id"] = trace.user_id
-            if trace.tags:
-                record["tags"] = trace.tags
-            if trace.project is not None:
-                record["project"] = trace.project
-        sink.emit(record)
+    async def __aenter__(self) -> Span:
+        return self.__enter__()
 
-    # What the app may say about the span while it runs.
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def _start(self) -> None:
+        """Start without becoming current (for generators, which are current only while they run)."""
+        self.__enter__()
+        current_span_var.reset(self._token)
+
+    def _finish(self, exc: BaseException | None) -> None:
+        """End a span started with `_start()`: current for a moment, then exited like any other."""
+        self._token = current_span_var.set(self)
+        self.__exit__(None if exc is None else type(exc), exc, None)
+
+    def _add_trace_fields(self, fields: TraceFields) -> None:
+        root = self._root
+        if root is not None:
+            root._wide = merged(root._wide, fields)
 
     def log(
         self,
@@ -208,6 +209,8 @@ class Span:
         if self._ended:
             return
         fields = self._fields
+        if fields is None:
+            fields = self._fields = {}
         if input is not None:
             fields["input"] = input
         if output is not None:
@@ -224,7 +227,13 @@ class Span:
         if self._ended or status not in STATUSES:
             return
         self._status = status
-        self._error = {"type": "Error", "message": str(message)} if status == "error" and message else None
+        fields = self._fields
+        if status == "error" and message:
+            if fields is None:
+                fields = self._fields = {}
+            fields["error"] = {"type": "Error", "message": str(message)}
+        elif fields:
+            fields.pop("error", None)
 
     def is_recording(self) -> bool:
         """True until the span has ended; always False for the no-op span `current_span()` gives."""
@@ -245,36 +254,26 @@ NOOP_SPAN = Span("noop")
 NOOP_SPAN.trace_id, NOOP_SPAN.span_id, NOOP_SPAN._ended = "0" * 32, "0" * 16, True
 
 
-def span(
-    name: str,
-    kind: str = "span",
-    parent: Span | RemoteParent | None = None,
-    **fields: Any,
-) -> Span:
-    """A span to enter with `with` or `async with`: `with shipper.span("retrieve", kind="retriever") as s:`.
+span = Span  # `shipper.span(...)`: the class itself, so a span costs one call less
 
-    `parent` defaults to the current span; pass `shipper.extract(headers)` to continue a remote trace.
-    `fields` are the record's: input, output, metadata, llm, attributes, otel_kind, events, links,
-    resource; and the trace-wide session_id, user_id, tags, project, which apply to the whole trace. An
-    unknown keyword raises TypeError, as for any function; an unknown `kind` is recorded as `span`.
-    """
-    wide = None
-    if fields:
-        unknown = fields.keys() - SPAN_FIELDS - TRACE_FIELDS
-        if unknown:
-            raise TypeError(f"shipper.span() got unexpected keyword(s): {', '.join(sorted(unknown))}")
-        if fields.keys() & TRACE_FIELDS:
-            wide = trace_fields(*(fields.pop(k, None) for k in ("session_id", "user_id", "tags", "project")))
-        for key in [k for k, v in fields.items() if v is None]:
-            del fields[key]
-        if "attributes" in fields:
-            fields["attributes"] = _attributes(fields["attributes"])
-        for key in ("metadata", "llm"):
-            if key in fields and not isinstance(fields[key], dict):
-                fields[key] = {"value": fields[key]}
-        if fields.get("otel_kind", "internal") not in OTEL_KINDS:
-            del fields["otel_kind"]
-    return Span(name, kind, parent, fields, wide)
+
+def _checked(fields: dict[str, Any], span: Span) -> dict[str, Any] | None:
+    """span()'s keywords, checked once: per-span fields kept, trace-wide ones set aside on the span."""
+    unknown = fields.keys() - SPAN_FIELDS - TRACE_FIELDS
+    if unknown:
+        raise TypeError(f"shipper.span() got unexpected keyword(s): {', '.join(sorted(unknown))}")
+    if fields.keys() & TRACE_FIELDS:
+        span._wide = trace_fields(*(fields.pop(key, None) for key in _TRACE_ORDER))
+    for key in [k for k, v in fields.items() if v is None]:
+        del fields[key]
+    if "attributes" in fields:
+        fields["attributes"] = _attributes(fields["attributes"])
+    for key in ("metadata", "llm"):
+        if key in fields and not isinstance(fields[key], dict):
+            fields[key] = {"value": fields[key]}
+    if fields.get("otel_kind", "internal") not in OTEL_KINDS:
+        del fields["otel_kind"]
+    return fields or None
 
 
 def current_span() -> Span:

@@ -69,16 +69,23 @@ def _binder(fn: Callable[..., Any]) -> Callable[[tuple[Any, ...], dict[str, Any]
     rest = next((p.name for p in parameters if p.kind is inspect.Parameter.VAR_POSITIONAL), None)
     shown = names[skip:]
     count = len(names)
+    # zip() stops at the shorter: arguments left to their defaults are simply not there (no strict=).
+
+    def bind_plain(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        inputs = dict(zip(names, args))  # noqa: B905
+        if kwargs:
+            inputs.update(kwargs)
+        return inputs
 
     def bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        inputs = dict(zip(shown, args[skip:], strict=False))
+        inputs = dict(zip(shown, args[skip:]))  # noqa: B905
         if rest is not None and len(args) > count:
             inputs[rest] = args[count:]
         if kwargs:
             inputs.update(kwargs)
         return inputs
 
-    return bind
+    return bind_plain if not skip and rest is None else bind
 
 
 def _output_of(items: list[Any], total: int) -> Any:
@@ -97,7 +104,7 @@ def _wrap(fn: Any, name: str, kind: str, capture_input: bool | None, capture_out
         if capture_input if capture_input is not None else settings.capture_input:
             inputs = bind(args, kwargs)
             if inputs:
-                span._fields["input"] = inputs
+                span._fields = {"input": inputs}
         return span, capture_output if capture_output is not None else settings.capture_output
 
     if inspect.isasyncgenfunction(fn):
@@ -198,18 +205,27 @@ def _wrap(fn: Any, name: str, kind: str, capture_input: bool | None, capture_out
             with span:
                 result = await fn(*args, **kwargs)
                 if keep and result is not None:
-                    span._fields["output"] = result
+                    _set_output(span, result)
                 return result
 
         return coroutine_wrapper
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        span, keep = start(args, kwargs)
+        settings = (transport._active or transport.active()).settings  # start(), inline: the common case
+        span = Span(name, kind)
+        if capture_input if capture_input is not None else settings.capture_input:
+            inputs = bind(args, kwargs)
+            if inputs:
+                span._fields = {"input": inputs}
         with span:
             result = fn(*args, **kwargs)
+            keep = capture_output if capture_output is not None else settings.capture_output
             if keep and result is not None:
-                span._fields["output"] = result
+                if span._fields is None:
+                    span._fields = {"output": result}
+                else:
+                    span._fields["output"] = result
             return result
 
     return wrapper
@@ -217,5 +233,12 @@ def _wrap(fn: Any, name: str, kind: str, capture_input: bool | None, capture_out
 
 def _finish(span: Span, keep: bool, items: list[Any], total: int, exc: BaseException | None) -> None:
     if keep and total:
-        span._fields["output"] = _output_of(items, total)
+        _set_output(span, _output_of(items, total))
     span._finish(exc)
+
+
+def _set_output(span: Span, value: Any) -> None:
+    if span._fields is None:
+        span._fields = {"output": value}
+    else:
+        span._fields["output"] = value

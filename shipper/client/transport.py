@@ -30,7 +30,7 @@ import time
 from typing import Any
 
 from . import config
-from .encode import encode_record
+from .encode import FAST_OPTIONS, encode_record, fast_dumps, repr_default
 from .spool import SpoolFile
 
 __all__ = ["Transport", "active", "emit_record", "flush", "install", "shutdown", "statistics"]
@@ -70,11 +70,25 @@ class Transport:
             self.emit = self._discard  # type: ignore[method-assign]
 
     def emit(self, record: dict[str, Any]) -> None:
-        """Encode one record and send it; never raises."""
+        """Encode one record and send it; never raises. The common case is inline: dumps, one send."""
         try:
-            line = encode_record(record, self._max_value_bytes)
+            line = fast_dumps(record, default=repr_default, option=FAST_OPTIONS)  # encode_record, inline
+            if len(line) > self._max_value_bytes:
+                line = encode_record(record, self._max_value_bytes)  # may hold a string to cap
         except Exception:
-            self._count_drop("unencodable")
+            try:
+                line = encode_record(record, self._max_value_bytes)
+            except Exception:
+                self._count_drop("unencodable")
+                return
+        sock = self._sock
+        if sock is not None and len(line) <= self._max_message_bytes:
+            try:
+                sock.send(line, _SEND_FLAGS)
+            except OSError as exc:
+                self._send_failed(sock, line, exc)
+            else:
+                self.sent += 1
             return
         try:
             self.send(line)
@@ -93,13 +107,19 @@ class Transport:
         try:
             sock.send(line, _SEND_FLAGS)
         except OSError as exc:
-            reason = _KEEP_SOCKET.get(exc.errno or 0)
-            if reason is None:
-                self._disconnect(sock, exc)
-                reason = "socket_unavailable"
-            self._fallback(line, reason)
+            self._send_failed(sock, line, exc)
             return
         self.sent += 1
+
+    def _send_failed(self, sock: socket.socket, line: bytes, exc: OSError) -> None:
+        reason = _KEEP_SOCKET.get(exc.errno or 0)
+        if reason is None:
+            self._disconnect(sock, exc)
+            reason = "socket_unavailable"
+        try:
+            self._fallback(line, reason)
+        except Exception:
+            self._count_drop("internal_error")
 
     def statistics(self) -> dict[str, Any]:
         """A snapshot of the counters and where records go."""
@@ -142,33 +162,35 @@ class Transport:
         self.socket_error = self.spool_error = None
 
     def _connect(self) -> socket.socket | None:
+        # Threads racing to connect wait for the first one (a non-blocking connect takes microseconds)
+        # and then use its socket, rather than spooling.
+        with self._connect_lock:
+            return self._sock or self._connect_locked()
+
+    def _connect_locked(self) -> socket.socket | None:
         now = monotonic()
-        if now < self._retry_at or not self._connect_lock.acquire(blocking=False):
+        if now < self._retry_at:
             return None
+        self._retry_at = now + RECONNECT_INTERVAL
+        self.connect_attempts += 1
         try:
-            if self._sock is not None:
-                return self._sock
-            self._retry_at = now + RECONNECT_INTERVAL
-            self.connect_attempts += 1
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            try:
-                sock.setblocking(False)  # also makes connect() fail with EAGAIN, not wait, on a full backlog
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF_BYTES)
-                except OSError:
-                    pass  # the kernel's default buffer still works, only smaller
-                sock.connect(self.settings.socket_path)
-            except OSError as exc:
-                sock.close()
-                self.socket_error = f"cannot connect to {self.settings.socket_path}: {exc.strerror or exc}"
-                return None
-            self._sock, self.socket_error = sock, None
-            return sock
-        except OSError as exc:  # socket() itself failed (EMFILE...)
+        except OSError as exc:  # EMFILE, ENFILE...
             self.socket_error = f"cannot create a socket: {exc.strerror or exc}"
             return None
-        finally:
-            self._connect_lock.release()
+        try:
+            sock.setblocking(False)  # also makes connect() fail with EAGAIN, not wait, on a full backlog
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF_BYTES)
+            except OSError:
+                pass  # the kernel's default buffer still works, only smaller
+            sock.connect(self.settings.socket_path)
+        except OSError as exc:
+            sock.close()
+            self.socket_error = f"cannot connect to {self.settings.socket_path}: {exc.strerror or exc}"
+            return None
+        self._sock, self.socket_error = sock, None
+        return sock
 
     def _disconnect(self, sock: socket.socket, exc: OSError) -> None:
         self.socket_error = f"lost {self.settings.socket_path}: {exc.strerror or exc}"
