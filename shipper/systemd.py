@@ -175,8 +175,8 @@ def _bound_path(sock: socket.socket) -> str:
     return str(name)
 
 
-def match_sockets(receivers: dict[str, Any], sockets: Iterable[tuple[socket.socket, str]]) -> list[
-        tuple[str, socket.socket]]:
+def match_sockets(receivers: dict[str, Any],
+                  sockets: Iterable[tuple[socket.socket, str]]) -> list[tuple[str, socket.socket]]:
     """Pair inherited SOCK_SEQPACKET sockets with receivers: by path, then by name, then first free one."""
     free = {name: r for name, r in receivers.items() if hasattr(r, "adopt")}
     pairs: list[tuple[str, socket.socket]] = []
