@@ -419,3 +419,45 @@ def test_extract_accepts_a_future_version_and_no_header() -> None:
     remote = shipper.extract({"traceparent": "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-more"})
     assert remote is not None and not remote.sampled
     assert shipper.extract({}) is None
+
+
+def test_traced_takes_a_name_and_wraps_classmethods(server: RecordingServer) -> None:
+    """@traced("name") names the span; above @classmethod it traces the method, leaving `cls` out."""
+
+    class Repo:
+        @shipper.traced("repo.load")
+        @classmethod
+        def load(cls, key: str) -> str:
+            return key.upper()
+
+    assert Repo.load("k") == "K"
+    (record,) = server.wait_for(1)
+    assert record["name"] == "repo.load" and record["input"] == {"key": "k"} and record["output"] == "K"
+
+
+def test_log_after_the_span_ended_is_ignored(server: RecordingServer) -> None:
+    """A span's record is written once, when it ends; later log() calls change nothing."""
+    with shipper.span("done") as s:
+        s.log(output=1)
+    s.log(output=2)
+    assert not s.is_recording()
+    (record,) = server.wait_for(1)
+    assert record["output"] == 1
+
+
+async def test_trace_context_follows_asyncio_tasks(server: RecordingServer) -> None:
+    """Tasks created inside trace_context() keep its fields even after the block has been left."""
+
+    async def later() -> None:
+        await asyncio.sleep(0)
+        with shipper.span("in task"):
+            pass
+
+    with shipper.trace_context(session_id="s-task"):
+        task = asyncio.ensure_future(later())
+    with shipper.span("outside"):
+        pass
+    await task
+    spans = by_name(server.wait_for(2))
+    assert spans["in task"]["session_id"] == "s-task"
+    assert "session_id" not in spans["outside"]

@@ -89,13 +89,16 @@ class RecordingServer:
 
     def close(self) -> None:
         """Stop reading, close the socket, remove its directory. Idempotent."""
-        self._wake_w.send(b"x")
+        if self._wake_w.fileno() >= 0:
+            self._wake_w.send(b"x")
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+        self._wake_r.close()
+        self._wake_w.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> RecordingServer:
