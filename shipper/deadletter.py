@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from shipper import security
 from shipper.record import Span
 
 __all__ = ["DeadLetters", "MAX_EXCERPT", "read_lines"]
@@ -50,8 +51,8 @@ class DeadLetters:
             "exporter": self.exporter,
             "reason": reason,
             "status": status,
-            "error": error[:MAX_EXCERPT],
-            "excerpt": excerpt[:MAX_EXCERPT],
+            "error": security.redact(error)[:MAX_EXCERPT],
+            "excerpt": security.redact(excerpt)[:MAX_EXCERPT],
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "count": len(records),
             "records": records,

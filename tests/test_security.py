@@ -92,7 +92,7 @@ def secret_config(daemon: Daemon, url: str) -> dict:
 
 
 def test_secrets_never_appear_in_logs_status_or_check(daemon_factory) -> None:
-    """A run whose config holds secrets, with a backend echoing them back: log, status, check show none."""
+    """A run whose config holds secrets, with a backend echoing them back: log, status, check, dead letters show none."""
     echo = " ".join(SECRETS.values())
     replies = [Reply.status(400, body=f"bad request: {echo}")] * 4
     with OTLPServer(*replies, default=Reply.status(401, body=f"invalid credentials {echo}")) as server:
@@ -117,6 +117,10 @@ def test_secrets_never_appear_in_logs_status_or_check(daemon_factory) -> None:
         wait_for(lambda: "Reloaded" in daemon.log(), message="the reload")
         assert daemon.stop() == 0
         outputs["log"] = daemon.log()
+        dead = sorted((daemon.state / "deadletter").glob("*.ndjson"))
+        assert dead, "the 400 answers were dead-lettered"
+        for path in dead:
+            outputs[f"dead letters {path.name}"] = path.read_text()
     assert "401" in outputs["log"] and "invalid credentials" in outputs["log"]
     for where, text in outputs.items():
         for name, secret in SECRETS.items():

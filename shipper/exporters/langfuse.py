@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from shipper import security
 from shipper.component import Context
 from shipper.config import Secret
 from shipper.errors import PermanentExportError
@@ -134,6 +135,7 @@ class LangfuseExporter(HTTPExporter):
     @staticmethod
     def _basic(public_key: str, secret_key: Secret) -> str:
         token = base64.b64encode(f"{public_key}:{secret_key.reveal()}".encode()).decode()
+        security.remember([token])  # the encoded pair is as secret as the key: never in logs or status
         return f"Basic {token}"
 
     def _langfuse(self, rec: Span) -> Attributes:
