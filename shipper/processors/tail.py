@@ -9,8 +9,9 @@ with the rules now seeing every span of the trace (the first rule, in order, tha
 
 Memory is bounded: held spans are kept serialized (orjson), and `max_traces` / `max_bytes` cap what is
 held; past either bound the oldest trace is decided early, with what has arrived of it, never dropped
-unseen. Decisions are remembered for `decision_cache` traces, so spans arriving after their trace was
-decided follow it. Counters: `held_traces`/`held_bytes` (live), `decided_root`, `decided_wait`,
+unseen. (Measured: a held trace costs its spans' JSON size plus about 350 bytes; `held_bytes` counts
+400, so the bound is conservative.) Decisions are remembered for `decision_cache` traces (about 170
+bytes each, outside `max_bytes`), so spans arriving after their trace was decided follow it. Counters: `held_traces`/`held_bytes` (live), `decided_root`, `decided_wait`,
 `decided_early`, `kept_<reason>` per trace, and dropped spans under `sampled`.
 
 What a crash loses: the pipeline commits receiver input (spool offsets) once a batch has passed the
