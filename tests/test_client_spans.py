@@ -461,3 +461,31 @@ async def test_trace_context_follows_asyncio_tasks(server: RecordingServer) -> N
     spans = by_name(server.wait_for(2))
     assert spans["in task"]["session_id"] == "s-task"
     assert "session_id" not in spans["outside"]
+
+
+def test_values_without_a_truth_value_are_recorded(server: RecordingServer) -> None:
+    """Values that refuse == and bool() (numpy-array-like) pass through span(), log() and @traced intact."""
+
+    class Ambiguous:
+        def __eq__(self, other: object) -> bool:
+            raise ValueError("ambiguous")
+
+        def __bool__(self) -> bool:
+            raise ValueError("ambiguous")
+
+        __hash__ = object.__hash__
+
+        def __repr__(self) -> str:
+            return "Ambiguous()"
+
+    @shipper.traced
+    def identity(value: Any) -> Any:
+        return value
+
+    with shipper.span("a", input=Ambiguous(), output=Ambiguous()) as s:
+        s.log(metadata={"v": Ambiguous()})
+        identity(Ambiguous())
+    spans = by_name(server.wait_for(2))
+    assert spans["a"]["input"] == "Ambiguous()" and spans["a"]["metadata"] == {"v": "Ambiguous()"}
+    traced = next(r for name, r in spans.items() if name.endswith("identity"))
+    assert traced["input"] == {"value": "Ambiguous()"} and traced["output"] == "Ambiguous()"

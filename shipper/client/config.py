@@ -27,7 +27,7 @@ class Settings:
     socket_path: str
     spool_dir: str
     mode: str = "auto"  # auto: socket, else spool; socket: socket, else drop; spool: always spool
-    disabled: bool = False  # build no records at all; spans still nest so current_span() works
+    disabled: bool = False  # send and spool nothing (counted as dropped `disabled`); spans still nest
     capture_input: bool = True  # @traced records the bound arguments as `input`
     capture_output: bool = True  # @traced records the return value (or the yielded items) as `output`
     max_value_bytes: int = 64 * 1024  # a longer string value is cut and marked `…[truncated N bytes]`

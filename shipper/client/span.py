@@ -25,6 +25,7 @@ OTEL_KINDS = frozenset(["internal", "server", "client", "producer", "consumer"])
 SPAN_FIELDS = frozenset(
     ["input", "output", "metadata", "llm", "attributes", "otel_kind", "events", "links", "resource"]
 )
+_PLAIN_FIELDS = frozenset(["input", "output", "metadata", "llm", "events", "links"])  # kept as given
 _TRACE_ORDER = ("session_id", "user_id", "tags", "project")  # trace_fields()'s parameters
 TRACE_FIELDS = frozenset(_TRACE_ORDER)
 _SCALARS = (str, bool, int, float)
@@ -259,6 +260,14 @@ span = Span  # `shipper.span(...)`: the class itself, so a span costs one call l
 
 def _checked(fields: dict[str, Any], span: Span) -> dict[str, Any] | None:
     """span()'s keywords, checked once: per-span fields kept, trace-wide ones set aside on the span."""
+    if fields.keys() <= _PLAIN_FIELDS:  # the common case, in a few steps
+        llm, metadata = fields.get("llm"), fields.get("metadata")
+        if (llm is None or type(llm) is dict) and (metadata is None or type(metadata) is dict):
+            for value in fields.values():  # `is`, never `==`: a numpy array has no truth value
+                if value is None:
+                    break
+            else:
+                return fields
     unknown = fields.keys() - SPAN_FIELDS - TRACE_FIELDS
     if unknown:
         raise TypeError(f"shipper.span() got unexpected keyword(s): {', '.join(sorted(unknown))}")
