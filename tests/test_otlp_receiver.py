@@ -211,6 +211,21 @@ async def test_one_connection_carries_many_requests() -> None:
     assert len(intakes) == 3
 
 
+async def test_a_silent_client_is_disconnected_after_the_timeout() -> None:
+    """A client that stops mid-request is cut off after `timeout`, and the receiver keeps serving others."""
+    async with running(timeout=0.2) as (receiver, intakes, url):
+        stream = await anyio.connect_tcp("127.0.0.1", receiver.port)
+        await stream.send(b"POST /v1/traces HTTP/1.1\r\nhost: x\r\n")
+        with anyio.fail_after(10):
+            with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                while True:
+                    await stream.receive()
+        await stream.aclose()
+        async with httpx.AsyncClient() as client:
+            answer = await client.post(f"{url}/v1/traces", content=b"", headers=PROTOBUF)
+    assert answer.status_code == 200 and intakes == []
+
+
 def test_endpoint_is_checked() -> None:
     """A malformed endpoint is a config problem naming the key and the expected form."""
     problems: list[str] = []
