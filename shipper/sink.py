@@ -63,7 +63,11 @@ class QueuedSink:
     async def open(self) -> None:
         """Recover the queue, then open the exporter."""
         await self.queue.open()
-        await self.exporter.open()
+        try:
+            await self.exporter.open()
+        except BaseException:
+            await self.queue.aclose()
+            raise
 
     async def run(self) -> None:
         """The delivery worker and the queue's background fsync, until cancelled or drained."""
