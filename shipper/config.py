@@ -17,7 +17,6 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
@@ -447,7 +446,7 @@ DEFAULT_CONFIG_NAME = "default_config.yaml"
 
 def default_config_text() -> str:
     """The embedded default configuration (SPEC §5), shipped inside the package."""
-    return resources.files("shipper").joinpath(DEFAULT_CONFIG_NAME).read_text(encoding="utf-8")
+    return Path(__file__).with_name(DEFAULT_CONFIG_NAME).read_text(encoding="utf-8")
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:

@@ -73,7 +73,8 @@ class Daemon:
         self.socket = str(self.root / "s.sock")
         self.spool = str(self.root / "spool")
         self.state = self.root / "state"
-        self.config = config if config is not None else self.default_config()
+        self.embedded = config == "embedded"  # run with no -c: the embedded default, paths from the env
+        self.config = self.default_config() if config is None or self.embedded else config
         self.config_path = self.root / "shipper.yaml"
         self.config_path.write_text(yaml.safe_dump(self.config))
         self.log_path = self.root / "daemon.log"
@@ -110,7 +111,7 @@ class Daemon:
     def start(self, wait: bool = True) -> Daemon:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shipper", "run", "-c", str(self.config_path)],
+            [sys.executable, "-m", "shipper", "run", *([] if self.embedded else ["-c", str(self.config_path)])],
             stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=str(self.root),
         )
         log.close()

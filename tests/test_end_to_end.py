@@ -99,3 +99,22 @@ def test_emit_command_says_where_spans_went(daemon_factory) -> None:
     assert up.returncode == 0 and f"5 sent to the daemon on {daemon.socket}" in up.stdout
     wait_for(lambda: len(daemon.records()) == 10, message="both example traces")
     assert daemon.stop() == 0
+
+
+def test_embedded_default_masks_secrets_and_caps_values(daemon_factory) -> None:
+    """`shipper run` with no -c: paths from the environment, secrets masked, huge values cut and marked."""
+    daemon = daemon_factory("embedded").start()
+    app = textwrap.dedent('''
+        import shipper
+        shipper.configure(max_value_bytes=10_000_000)
+        with shipper.span("call", kind="llm") as s:
+            s.log(input="key sk-proj-abcdefghijklmnopqrstuvwxyz0123456789 " + "x" * 200_000)
+        print(shipper.statistics())
+    ''')
+    out = subprocess.run([sys.executable, "-c", app], capture_output=True, text=True, env=daemon.env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    (record,) = wait_for(lambda: daemon.records(), message="the span")
+    assert "sk-proj-abcdefghij" not in record["input"] and "[REDACTED:" in record["input"]
+    assert record["input"].endswith("bytes]") and "…[truncated " in record["input"]
+    assert len(record["input"].encode()) <= 64 * 1024
+    assert daemon.stop() == 0
