@@ -139,6 +139,16 @@ def test_same_trace_id_text_groups_calls_into_one_trace(shipped_daemon) -> None:
     assert sorted(r["output"] for r in records) == ["x", "y"]
 
 
+def test_embedding_records_its_input_texts_not_the_vectors(shipped_daemon) -> None:
+    """An embedding call is an `embedding` span whose input is the texts; the vectors are not recorded."""
+    litellm.embedding(model="text-embedding-3-small", input=["alpha", "beta"], mock_response=[0.1, 0.2],
+                      metadata={"session_id": "s-embed"})
+    record = _one(shipped_daemon, session_id="s-embed")
+    assert record["kind"] == "embedding" and record["llm"]["operation"] == "embeddings"
+    assert record["input"] == ["alpha", "beta"] and "input_messages" not in record["llm"]
+    assert "output" not in record and record["llm"]["model"] == "text-embedding-3-small"
+
+
 def test_install_registers_once() -> None:
     """install() adds one ShipperCallback to litellm.callbacks and returns the existing one afterwards."""
     first = install()

@@ -271,7 +271,8 @@ class ShipperCallback(CustomLogger):
             params = {k: v for k, v in (kwargs.get("optional_params") or {}).items() if k != "extra_body"}
         if params:
             llm["params"] = _dump(params)
-        messages = _messages(slo.get("messages")) or _messages(kwargs.get("messages"))
+        messages = None if "embedding" in call_type else (
+            _messages(slo.get("messages")) or _messages(kwargs.get("messages")))
         if messages is not None:
             llm["input_messages"] = messages
         if failed:
