@@ -14,8 +14,18 @@ __all__ = ["Chain", "build_chain"]
 class Chain:
     """Runs processors in order; `flush` drains held spans (tail sampling) through the rest."""
 
-    def __init__(self, processors: list[Processor]) -> None:
+    def __init__(self, processors: list[Processor], names: list[str] | None = None) -> None:
         self.processors = processors
+        self.names = names or [f"[{i}]" for i in range(len(processors))]
+
+    def statistics(self) -> dict[str, dict[str, object]]:
+        """Live figures of the processors that have some (e.g. what tail sampling holds), by name."""
+        out: dict[str, dict[str, object]] = {}
+        for name, processor in zip(self.names, self.processors):
+            live = getattr(processor, "statistics", None)
+            if live is not None:
+                out[name] = live()
+        return out
 
     def __call__(self, batch: list[Span]) -> list[Span]:
         for processor in self.processors:
@@ -51,9 +61,11 @@ def build_chain(specs: list[ComponentSpec], stats: Stats, state_dir, scope: str,
                 max_record_bytes: int) -> Chain:
     """Instantiate the processors of `specs`; their counters live under `scope` (e.g. `shared`)."""
     processors = []
+    names = []
     for i, spec in enumerate(specs):
         name = f"{scope}[{i}].{spec.type}"
         ctx = Context(name=name, state_dir=state_dir, counters=stats.component("processors", name),
                       max_record_bytes=max_record_bytes)
         processors.append(registry.load("processors", spec.type)(spec.config, ctx))
-    return Chain(processors)
+        names.append(name)
+    return Chain(processors, names)

@@ -156,6 +156,12 @@ def cmd_status(args: argparse.Namespace) -> int:
             for key in ("malformed", "dropped"):
                 if figures.get(key):
                     print(f"      {key}: " + ", ".join(f"{r} {n}" for r, n in sorted(figures[key].items())))
+    if status.get("processors"):
+        print("  processors:")
+        for name, figures in status["processors"].items():
+            parts = ", ".join(f"{k} {v}" for k, v in figures.items() if not isinstance(v, dict))
+            drops = ", ".join(f"{r} {n}" for r, n in sorted((figures.get("dropped") or {}).items()))
+            print(f"    {name}: {parts}" + (f"; dropped {drops}" if drops else ""))
     dropped = status.get("dropped") or {}
     print("  dropped: " + (", ".join(f"{r} {n}" for r, n in sorted(dropped.items())) or "none"))
     return 0

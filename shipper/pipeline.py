@@ -335,7 +335,12 @@ class Pipeline:
                 if live is not None:
                     figures.update(live())
                 out[section][name] = figures
-        out["processors"] = snapshot.get("processors", {})
+        processors = {name: dict(figures) for name, figures in snapshot.get("processors", {}).items()}
+        chains = [self.chain, *(getattr(sink, "chain", None) for sink in self.sinks.values())]
+        for chain in chains:
+            for name, live in (chain.statistics() if chain is not None else {}).items():
+                processors.setdefault(name, {}).update(live)
+        out["processors"] = processors
         return out
 
 
