@@ -15,8 +15,10 @@ uses): attributes passed through, OpenInference / `gen_ai.*` / `langfuse.*` attr
 
 Nesting with shipper's own spans: under `install()`, an OpenTelemetry root span started inside a shipper
 span (`@shipper.traced`, `shipper.span`) joins that span's trace as its child (`ShipperIdGenerator` gives
-it the trace id, `ShipperSpanProcessor` remembers the parent). With a provider of your own, pass
-`id_generator=ShipperIdGenerator()` and use `ShipperSpanProcessor()` to get the same.
+it the trace id, `ShipperSpanProcessor` remembers the parent), and spans started inside a shipper span or
+a `shipper.trace_context()` block carry its session, user, tags and project. With a provider of your
+own, pass `id_generator=ShipperIdGenerator()` and use `ShipperSpanProcessor()` to get the same. (The
+other way round, a shipper span started inside an OpenTelemetry span, starts a trace of its own.)
 
 This module imports the OpenTelemetry SDK; `import shipper` does not import this module.
 """
@@ -38,6 +40,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 
 from shipper.client import transport
+from shipper.client.context import current_fields
+from shipper.client.propagation import extract, inject
 from shipper.client.span import current_span
 from shipper.otlp_decode import OTelSpan, to_record
 
@@ -89,16 +93,17 @@ class ShipperSpanExporter(SpanExporter):
 
     def __init__(self, service: str | None = None) -> None:
         self.service = service
-        self._parents: OrderedDict[int, str] = OrderedDict()
+        self._started: OrderedDict[int, tuple[str | None, dict[str, Any]]] = OrderedDict()
         self._lock = threading.Lock()
         self._shut = False
 
-    def adopt(self, span_id: int, parent_id: str) -> None:
-        """Record that the OpenTelemetry root span `span_id` is a child of the shipper span `parent_id`."""
+    def adopt(self, span_id: int, parent_id: str | None, fields: dict[str, Any] | None = None) -> None:
+        """Remember, for the OpenTelemetry span `span_id`, its shipper parent span (a root span started
+        inside a shipper span) and the shipper trace-wide fields around it (`trace_context()`)."""
         with self._lock:
-            self._parents[span_id] = parent_id
-            while len(self._parents) > _PARENTS_KEPT:
-                self._parents.popitem(last=False)
+            self._started[span_id] = (parent_id, fields or {})
+            while len(self._started) > _PARENTS_KEPT:
+                self._started.popitem(last=False)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Turn each span into a record and send it; the outcome shows in `shipper.statistics()`."""
@@ -107,11 +112,15 @@ class ShipperSpanExporter(SpanExporter):
         service = self.service or (transport._active or transport.active()).service
         for span in spans:
             try:
-                parent_id = None
-                if span.parent is None and self._parents:
+                parent_id, fields = None, None
+                if self._started:
                     with self._lock:
-                        parent_id = self._parents.pop(span.get_span_context().span_id, None)
-                transport.emit_record(span_record(span, service, parent_id))
+                        parent_id, fields = self._started.pop(span.get_span_context().span_id, (None, None))
+                record = span_record(span, service, parent_id)
+                if fields:
+                    for key, value in fields.items():
+                        record.setdefault(key, value)  # the span's own attributes win
+                transport.emit_record(record)
             except Exception:  # one odd span must not stop the others, nor reach the app
                 continue
         return SpanExportResult.SUCCESS
@@ -142,19 +151,39 @@ class ShipperIdGenerator(IdGenerator):
 
 
 class ShipperSpanProcessor(SimpleSpanProcessor):
-    """`SimpleSpanProcessor` that also ties OpenTelemetry root spans to the enclosing shipper span."""
+    """`SimpleSpanProcessor` that also ties OpenTelemetry spans to the enclosing shipper span and fields.
+
+    A root span started inside a shipper span becomes its child (with `ShipperIdGenerator` it is already
+    in its trace); every span started inside a shipper span or a `trace_context()` block takes that
+    trace's `session_id`, `user_id`, `tags` and `project` unless its own attributes say otherwise. They
+    are read through the public W3C round trip (`inject` then `extract`), not the client's private state.
+    """
 
     def __init__(self, exporter: ShipperSpanExporter | None = None) -> None:
         super().__init__(exporter or ShipperSpanExporter())
         self.exporter: ShipperSpanExporter = self.span_exporter  # type: ignore[assignment]
 
     def on_start(self, span: SdkSpan, parent_context: Context | None = None) -> None:
-        if span.parent is not None:
-            return
-        current = current_span()
-        if current.is_recording() and current.trace_id == _hex_trace(
-                span.get_span_context().trace_id):
-            self.exporter.adopt(span.get_span_context().span_id, current.span_id)
+        try:
+            remote = extract(inject({}))
+            fields = remote.fields if remote is not None else current_fields()
+            wide = _wide(fields)
+            parent_id = None
+            if span.parent is None and remote is not None and remote.trace_id == _hex_trace(
+                    span.get_span_context().trace_id):
+                parent_id = remote.span_id
+            if parent_id or wide:
+                self.exporter.adopt(span.get_span_context().span_id, parent_id, wide)
+        except Exception:  # never into the app
+            pass
+
+
+def _wide(fields: Any) -> dict[str, Any]:
+    """Trace-wide fields as record fields (only those set)."""
+    if fields is None:
+        return {}
+    out = {key: getattr(fields, key, None) for key in ("session_id", "user_id", "tags", "project")}
+    return {key: (list(value) if key == "tags" else value) for key, value in out.items() if value}
 
 
 def install(service: str | None = None, resource: dict[str, Any] | None = None,

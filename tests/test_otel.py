@@ -158,6 +158,25 @@ def test_installed_root_span_nests_under_the_current_shipper_span(shipped_daemon
     assert _hex(alone)[0] != parent.trace_id and "parent_id" not in lone
 
 
+def test_installed_spans_take_the_trace_wide_fields_around_them(shipped_daemon) -> None:
+    """OTel spans inside trace_context() and a shipper span carry its session, user and tags; their own win."""
+    provider = install(service="fields-test", set_global=False)
+    tracer = provider.get_tracer("tests.otel")
+    with shipper.trace_context(session_id="s-wide", user_id="u-wide", tags=["w"]):
+        with shipper.span("outer") as outer:
+            with tracer.start_as_current_span("plain"):
+                with tracer.start_as_current_span("own", attributes={"session.id": "s-own"}):
+                    pass
+        with tracer.start_as_current_span("no-shipper-span") as alone:
+            pass
+    records = {r["name"]: r for r in wait_records(shipped_daemon, 3, trace_id=outer.trace_id)}
+    assert (records["plain"]["session_id"], records["plain"]["user_id"], records["plain"]["tags"]) == (
+        "s-wide", "u-wide", ["w"])
+    assert records["own"]["session_id"] == "s-own" and records["own"]["user_id"] == "u-wide"
+    (lone,) = wait_records(shipped_daemon, 1, trace_id=_hex(alone)[0])
+    assert lone["session_id"] == "s-wide" and "parent_id" not in lone
+
+
 def test_values_a_record_cannot_hold_are_made_valid() -> None:
     """Maps, lists holding None, bytes, non-finite floats and long keys become valid record attributes."""
     span = OTelSpan(trace_id="1" * 32, span_id="2" * 16, name="", start_ns=1, end_ns=2,
