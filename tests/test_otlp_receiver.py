@@ -33,7 +33,7 @@ from support import Daemon, wait_for, wait_records
 import shipper
 from shipper.client import transport
 from shipper.component import Context, Intake
-from shipper.config import build_dataclass
+from shipper.config import build_dataclass, load_config
 from shipper.exporters.otlp import Encoder, to_json
 from shipper.otel import ShipperSpanExporter, span_record
 from shipper.receivers.otlp_http import Config, OTLPHTTPReceiver
@@ -224,6 +224,12 @@ async def test_a_silent_client_is_disconnected_after_the_timeout() -> None:
         async with httpx.AsyncClient() as client:
             answer = await client.post(f"{url}/v1/traces", content=b"", headers=PROTOBUF)
     assert answer.status_code == 200 and intakes == []
+
+
+def test_off_in_the_embedded_default_and_local_by_default() -> None:
+    """The embedded default has no otlp_http receiver; enabled without an endpoint it binds 127.0.0.1:4318."""
+    assert all(spec.type != "otlp_http" for spec in load_config(None).receivers)
+    assert Config().endpoint == "127.0.0.1:4318" and Config().check() == []
 
 
 def test_endpoint_is_checked() -> None:
