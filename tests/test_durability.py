@@ -220,6 +220,28 @@ def test_refused_connections_then_the_backend_comes_up(daemon_factory) -> None:
             gate.close()
 
 
+def test_when_full_block_holds_everything_back_and_loses_nothing(daemon_factory) -> None:
+    """`when_full: block` with a dead backend stalls the pipeline (the other exporter waits too, as
+    documented); once the backend is back, every span reaches both exporters."""
+    with OTLPServer(default=Reply.status(503)) as server:
+        daemon = backend_config(daemon_factory(), server.url,
+                                queue={"max_bytes": "64KiB", "when_full": "block"})
+        daemon.config["exporters"]["file"] = {"type": "file", "batch": {"max_delay": "20ms"}}
+        daemon.set_config(batch={"max_spans": 20, "max_delay": "20ms"}).start()
+        sender = threading.Thread(target=send_seqpacket,
+                                  args=(daemon.socket, [b"".join(lines(i, 10, 1000)) for i in range(0, 300, 10)]))
+        sender.start()
+        blocked = wait_for(lambda: (s := exporter_status(daemon)).get("queue_blocked", 0) > 0 and s)
+        assert blocked["queue_bytes"] <= 64 * 1024 and not blocked.get("dropped")
+        held = len(daemon.records())
+        assert held < 300
+        server.default = Reply.ok()
+        sender.join(30)
+        wait_for(lambda: unique_ids(server) >= expected_ids(0, 300), timeout=30, message="the backend to get all")
+        wait_for(lambda: len(daemon.records()) == 300, message="the file exporter to get all")
+        assert daemon.stop() == 0
+
+
 @pytest.mark.slow
 def test_sixty_second_outage_loses_nothing_and_memory_stays_bounded(daemon_factory) -> None:
     """60 s of 503 while spans keep coming: afterwards all arrive, and the daemon's RSS stays bounded."""
