@@ -34,7 +34,9 @@ def shipped_daemon() -> Iterator[Daemon]:
     import shipper
     from shipper.client import transport
 
-    daemon = Daemon().start()
+    daemon = Daemon()
+    daemon.config["exporters"]["file"]["batch"] = {"max_delay": "50ms"}  # records show up within ~0.1 s
+    daemon.set_config().start()
     shipper.configure(service="tests", socket=daemon.socket, spool_dir=daemon.spool)
     yield daemon
     transport.shutdown()

@@ -245,6 +245,7 @@ def otlp_daemon():
     """A daemon subprocess with an otlp_http receiver on a free port, and this process's shim pointed at it."""
     daemon = Daemon()
     daemon.config["receivers"]["otlp"] = {"type": "otlp_http", "endpoint": "127.0.0.1:0"}
+    daemon.config["exporters"]["file"]["batch"] = {"max_delay": "50ms"}
     daemon.set_config().start()
     shipper.configure(service="tests", socket=daemon.socket, spool_dir=daemon.spool)
     daemon.otlp_url = f"http://127.0.0.1:{daemon.status()['receivers']['otlp']['port']}"  # type: ignore[attr-defined]
