@@ -308,3 +308,19 @@ def test_an_unmodified_otel_app_ships_through_the_endpoint_variable(otlp_daemon)
     assert record["name"] == "plain-otel-app" and record["service"] == "plain-app"
     status = wait_for(lambda: otlp_daemon.status()["receivers"]["otlp"].get("received") and otlp_daemon.status())
     assert status["receivers"]["otlp"]["port"] == int(otlp_daemon.otlp_url.rsplit(":", 1)[1])
+
+
+def test_rejected_spans_are_counted_and_set_aside_by_the_daemon(otlp_daemon) -> None:
+    """A span that is not a valid record is answered in partial_success, counted as malformed, and logged."""
+    request = ExportTraceServiceRequest()
+    request.resource_spans.add().scope_spans.add().spans.add(
+        trace_id=b"\x07" * 16, span_id=b"\x08" * 8, name="ends-before-it-starts", start_time_unix_nano=5,
+        end_time_unix_nano=4)
+    answer = httpx.post(f"{otlp_daemon.otlp_url}/v1/traces", content=request.SerializeToString(), headers=PROTOBUF)
+    assert ExportTraceServiceResponse.FromString(answer.content).partial_success.rejected_spans == 1
+    status = wait_for(lambda: otlp_daemon.status()["pipeline"].get("malformed", {}).get("end_before_start")
+                      and otlp_daemon.status())
+    assert status["dropped"]["malformed"] >= 1
+    log = wait_for(lambda: (otlp_daemon.state / "rejected" / "rejected.ndjson").exists()
+                   and (otlp_daemon.state / "rejected" / "rejected.ndjson").read_text())
+    assert "ends-before-it-starts" in log and "otlp" in log
