@@ -135,11 +135,12 @@ def render(results: list[dict[str, Any]]) -> str:
     def ratio(r: dict[str, Any], key: str) -> float | None:
         return (r.get("span_cost") or {}).get("ratios", {}).get(key)
 
-    series = {"shipper.span / floor, p50": [ratio(r, "span_up/floor p50") for r in runs],
-              "shipper.span / floor, CPU": [ratio(r, "span_up/floor cpu") for r in runs],
-              "@traced / floor, CPU": [ratio(r, "traced_up/floor cpu") for r in runs],
-              "OTel / shipper.span, CPU": [ratio(r, "otel/span_up cpu") for r in runs]}
-    panel, y = _history_panel(f"History: ratios per run ({latest.get('mode')} runs, log scale)", runs, series, y + 10,
+    series = {"shipper.span / floor, p50": [ratio(r, "span_paced/floor_paced p50") for r in runs],
+              "shipper.span / floor, CPU": [ratio(r, "span_paced/floor_paced cpu") for r in runs],
+              "@traced / floor, CPU": [ratio(r, "traced_paced/floor_paced cpu") for r in runs],
+              "OTel / shipper.span, CPU": [ratio(r, "otel_paced/span_paced cpu") for r in runs]}
+    panel, y = _history_panel(f"History: ratios per run, paced variants ({latest.get('mode')} runs, log scale)", runs,
+                              series, y + 10,
                               True, {"1.5x target": 1.5, "8x target": 8.0})
     parts += panel
 

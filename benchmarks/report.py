@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 ORDER = ("none", "floor", "span_up", "traced_up", "span_down", "traced_down", "span_deaf", "traced_deaf", "otel",
-         "shipper_up", "shipper_down")
+         "floor_paced", "span_paced", "traced_paced", "otel_paced", "shipper_up", "shipper_down")
 LABELS = {
     "none": "no tracing", "floor": "raw floor (dict+orjson+send)", "span_up": "shipper.span, daemon up",
     "traced_up": "@traced, daemon up", "span_down": "shipper.span, daemon down", "traced_down": "@traced, daemon down",
     "span_deaf": "shipper.span, deaf receiver", "traced_deaf": "@traced, deaf receiver",
-    "otel": "OpenTelemetry SDK, batch+OTLP/HTTP", "shipper_up": "shipper, daemon up",
+    "otel": "OpenTelemetry SDK, batch+OTLP/HTTP", "floor_paced": "raw floor, 5k/s",
+    "span_paced": "shipper.span, daemon up, 5k/s", "traced_paced": "@traced, daemon up, 5k/s",
+    "otel_paced": "OpenTelemetry SDK, 5k/s", "shipper_up": "shipper, daemon up",
     "shipper_down": "shipper, daemon down",
 }
 
@@ -41,12 +43,14 @@ def render(result: dict[str, Any]) -> str:
            f"load {result['machine'].get('load_average')} -> {result.get('load_average_end')}"]
     cost = result.get("span_cost")
     if cost:
-        out.append(f"\nPer-span cost in the app ({cost['n']} spans x {cost['reps']} runs, medians; microseconds)")
+        out.append(f"\nPer-span cost in the app ({cost['n']} spans x {cost['reps']} runs, medians; microseconds; "
+                   f"a tight loop unless marked {cost.get('paced_rate', 0) / 1000:g}k/s)")
         rows = [[LABELS.get(name, name), _us(v["p50_ns"]), _us(v["p99_ns"]), _us(v["mean_ns"]), _us(v["cpu_ns"]),
                  v["spooled"], f"{v['lost']}/{v['emitted']}"] for name, v in ordered(cost["variants"]).items()]
         out.append(_table(["option", "p50", "p99", "mean", "CPU/span", "spooled", "lost/emitted"], rows))
+        shown = ("span_up", "traced_up", "otel", "span_paced", "traced_paced", "floor_paced")
         out.append("\nRatios: " + ", ".join(f"{k} {v}" for k, v in cost["ratios"].items()
-                                            if v is not None and k.startswith(("span_up", "traced_up", "otel"))))
+                                            if v is not None and k.startswith(shown)))
     exits = result.get("exit")
     if exits:
         out.append(f"\nProcess exit after {exits['n']} spans ({exits['reps']} runs, medians; milliseconds)")
@@ -60,9 +64,11 @@ def render(result: dict[str, Any]) -> str:
         rows = [[name.replace("_", " -> ", 1).replace("_x3", " x3"), s["spans_per_s"], s["daemon_cpu_s"],
                  s["cpu_s_per_100k"], s["spans_per_cpu_s"]] for name, s in daemon["scenarios"].items()]
         out.append(_table(["scenario", "spans/s", "daemon CPU-s", "CPU-s/100k", "spans/CPU-s"], rows))
-        lat = daemon["latency"]
-        out.append(f"Emit-to-backend latency, socket -> OTLP, {lat['spans']} spans at {lat['rate_per_s']:.0f}/s: "
-                   f"p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms")
+        for key, how in (("latency", "default batching"), ("latency_short_batches", "batch delays 20ms")):
+            lat = daemon.get(key)
+            if lat:
+                out.append(f"Emit-to-backend latency, socket -> OTLP, {how}, {lat['spans']} spans at "
+                           f"{lat['rate_per_s']:.0f}/s: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms")
     outage = result.get("outage")
     if outage:
         out.append(f"\nBackend outage: {outage['outage_s']} s at {outage['rate_per_s']:.0f} spans/s, "

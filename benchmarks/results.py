@@ -72,9 +72,10 @@ def figures(result: dict[str, Any]) -> dict[str, Figure]:
             out[f"daemon.{name}.spans_per_s"] = (s["spans_per_s"], "higher", None)
             if s.get("spans_per_cpu_s"):
                 out[f"daemon.{name}.spans_per_cpu_s"] = (s["spans_per_cpu_s"], "higher", None)
-        for key in ("p50_ms", "p99_ms"):
-            if daemon["latency"].get(key):
-                out[f"daemon.latency.{key}"] = (daemon["latency"][key], "lower", None)
+        for part in ("latency", "latency_short_batches"):
+            for key in ("p50_ms", "p99_ms"):
+                if (daemon.get(part) or {}).get(key):
+                    out[f"daemon.{part}.{key}"] = (daemon[part][key], "lower", None)
     outage = result.get("outage")
     if outage:
         out["outage.rss_max_mb"] = (outage["rss_max_mb"], "lower", None)

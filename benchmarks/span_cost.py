@@ -4,6 +4,9 @@ Each run is a fresh `benchmarks.app cost` process; repetitions are interleaved (
 again, in a rotated order) and each figure is the median over repetitions. Where the spans go:
 `up`: a running daemon (file exporter); `down`: no daemon (a socket path nobody listens on, so the spool
 takes them); `deaf`: a receiver that accepts and never reads (the socket buffer fills, then the spool).
+The `_paced` variants send 5,000 spans a second (in bursts of 50) to the running daemon, which keeps up,
+so every send succeeds: the like-for-like comparison the targets are judged on. The tight loop overruns
+the daemon: the socket fills and shipper spools (the floor has no fallback and loses what met EAGAIN).
 Spans lost = emitted - reached, where reached counts what the daemon took in (socket and spool), what
 the spool directory holds plus what the deaf receiver's socket queued, or what the OTLP sink decoded.
 """
@@ -22,17 +25,23 @@ import orjson
 from benchmarks.machine import ROOT
 from benchmarks.processes import ENV, Daemon, DeafReceiver, Sink, short_dir, spool_lines, wait_for
 
-# name: (option, where the spans go)
-VARIANTS: dict[str, tuple[str, str]] = {
-    "none": ("none", "-"),
-    "floor": ("floor", "up"),
-    "span_up": ("span", "up"),
-    "traced_up": ("traced", "up"),
-    "span_down": ("span", "down"),
-    "traced_down": ("traced", "down"),
-    "span_deaf": ("span", "deaf"),
-    "traced_deaf": ("traced", "deaf"),
-    "otel": ("otel", "sink"),
+PACED_RATE = 5_000.0  # spans per second of the paced variants: a busy app, within what the daemon takes in
+
+# name: (option, where the spans go, spans per second or 0 for a tight loop)
+VARIANTS: dict[str, tuple[str, str, float]] = {
+    "none": ("none", "-", 0.0),
+    "floor": ("floor", "up", 0.0),
+    "span_up": ("span", "up", 0.0),
+    "traced_up": ("traced", "up", 0.0),
+    "span_down": ("span", "down", 0.0),
+    "traced_down": ("traced", "down", 0.0),
+    "span_deaf": ("span", "deaf", 0.0),
+    "traced_deaf": ("traced", "deaf", 0.0),
+    "otel": ("otel", "sink", 0.0),
+    "floor_paced": ("floor", "up", PACED_RATE),
+    "span_paced": ("span", "up", PACED_RATE),
+    "traced_paced": ("traced", "up", PACED_RATE),
+    "otel_paced": ("otel", "sink", PACED_RATE),
 }
 FIGURES = ("p50_ns", "p99_ns", "p999_ns", "mean_ns", "cpu_ns", "wall_ns")
 
@@ -47,9 +56,10 @@ def otel_available() -> bool:
     return True
 
 
-def _app(option: str, n: int, warmup: int, socket_path: str = "", spool: str = "", sink: str = "") -> dict[str, Any]:
+def _app(option: str, n: int, warmup: int, socket_path: str = "", spool: str = "", sink: str = "",
+         rate: float = 0.0) -> dict[str, Any]:
     command = [sys.executable, "-m", "benchmarks.app", "cost", option, "--n", str(n), "--warmup", str(warmup),
-               "--socket", socket_path, "--spool", spool, "--sink", sink]
+               "--socket", socket_path, "--spool", spool, "--sink", sink, "--rate", str(rate)]
     done = subprocess.run(command, capture_output=True, env=ENV, cwd=ROOT, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"benchmarks.app cost {option} failed ({done.returncode}):\n{done.stderr.decode()[-2000:]}")
@@ -69,10 +79,10 @@ class _Places:
             self.sink.stop()
 
     def run(self, name: str, n: int, warmup: int, settle: float) -> dict[str, Any]:
-        option, where = VARIANTS[name]
+        option, where, rate = VARIANTS[name]
         if where == "up":
             before = self.daemon.received()
-            result = _app(option, n, warmup, self.daemon.socket, self.daemon.spool)
+            result = _app(option, n, warmup, self.daemon.socket, self.daemon.spool, rate=rate)
             # The floor has no fallback: what met EAGAIN is gone (counted as lost), so wait only for what it sent.
             expected = result["info"]["sent"] if option == "floor" else result["emitted"]
             try:
@@ -98,7 +108,7 @@ class _Places:
         elif where == "sink":
             assert self.sink is not None
             before = self.sink.spans()
-            result = _app(option, n, warmup, sink=self.sink.url)
+            result = _app(option, n, warmup, sink=self.sink.url, rate=rate)
             result["reached"] = self.sink.spans() - before
         else:
             result = _app(option, n, warmup)
@@ -109,9 +119,9 @@ class _Places:
 
 def measure(n: int, warmup: int, reps: int, settle: float, log: Callable[[str], None]) -> dict[str, Any]:
     """Every variant `reps` times, interleaved; medians, losses and the ratios the targets are about."""
-    names = [name for name in VARIANTS if name != "otel" or otel_available()]
+    names = [name for name in VARIANTS if not name.startswith("otel") or otel_available()]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
-    places = _Places(need_sink="otel" in names)
+    places = _Places(need_sink=otel_available())
     try:
         for rep in range(reps):
             order = names[rep % len(names):] + names[:rep % len(names)]
@@ -122,6 +132,7 @@ def measure(n: int, warmup: int, reps: int, settle: float, log: Callable[[str], 
         places.close()
     variants = {name: _summary(results) for name, results in runs.items()}
     return {"n": n, "warmup": warmup, "reps": reps, "variants": variants, "ratios": ratios(variants),
+            "paced_rate": PACED_RATE,
             "skipped": [] if "otel" in names else ["otel: opentelemetry-sdk or its OTLP/HTTP exporter is not installed"]}
 
 
@@ -139,7 +150,7 @@ def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def ratios(variants: dict[str, dict[str, Any]]) -> dict[str, float | None]:
-    """shipper / floor, OpenTelemetry / shipper, and shipper's p99 over the floor's p50."""
+    """shipper / floor, OpenTelemetry / shipper, and shipper's p99 over the floor's p50, tight and paced."""
     def r(a: str, b: str, key: str, key_b: str | None = None) -> float | None:
         if a not in variants or b not in variants:
             return None
@@ -147,11 +158,15 @@ def ratios(variants: dict[str, dict[str, Any]]) -> dict[str, float | None]:
         return round(variants[a][key] / bottom, 3) if bottom else None
 
     out: dict[str, float | None] = {}
-    for name in ("span_up", "traced_up", "span_down", "traced_down", "span_deaf", "traced_deaf"):
-        out[f"{name}/floor p50"] = r(name, "floor", "p50_ns")
-        out[f"{name}/floor cpu"] = r(name, "floor", "cpu_ns")
-        out[f"{name} p99/floor p50"] = r(name, "floor", "p99_ns", "p50_ns")
-    for name in ("span_up", "traced_up"):
-        out[f"otel/{name} p50"] = r("otel", name, "p50_ns")
-        out[f"otel/{name} cpu"] = r("otel", name, "cpu_ns")
+    families = [("floor", "otel", ("span_up", "traced_up", "span_down", "traced_down", "span_deaf", "traced_deaf")),
+                ("floor_paced", "otel_paced", ("span_paced", "traced_paced"))]
+    for floor, otel, names in families:
+        for name in names:
+            out[f"{name}/{floor} p50"] = r(name, floor, "p50_ns")
+            out[f"{name}/{floor} cpu"] = r(name, floor, "cpu_ns")
+            out[f"{name} p99/{floor} p50"] = r(name, floor, "p99_ns", "p50_ns")
+        for name in names[:2]:
+            out[f"{otel}/{name} p50"] = r(otel, name, "p50_ns")
+            out[f"{otel}/{name} cpu"] = r(otel, name, "cpu_ns")
+    out["floor_paced p99/floor_paced p50"] = r("floor_paced", "floor_paced", "p99_ns", "p50_ns")
     return out

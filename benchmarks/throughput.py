@@ -6,7 +6,8 @@ gzip) and waits until the last one is out: in the file exporter's count, or deco
 last one out; daemon CPU = utime + stime of the daemon process over the same interval. Sources: the
 socket (a load generator process sending as fast as the daemon takes them) or the spool (one closed
 spool file of M lines renamed into the directory). Latency: records paced at a steady rate, each stamped
-`end_ns` when sent; the sink notes arrival minus `end_ns`.
+`end_ns` when sent; the sink notes arrival minus `end_ns`; with the default batching (up to 200ms at
+intake plus 1s at the exporter) and with both batch delays at 20ms.
 """
 
 from __future__ import annotations
@@ -82,6 +83,15 @@ def _percentiles(values: list[int]) -> dict[str, float | None]:
     return {"p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": round(ordered[-1] / 1e6, 2)}
 
 
+def _latency(daemon: Daemon, sink: Sink, n: int, rate: float, timeout: float) -> dict[str, Any]:
+    """Emit-to-sink latency of n records paced at `rate` per second."""
+    sink.reset()
+    gen = _loadgen(daemon, n, rate)
+    gen.wait(n / rate + 60)
+    wait_for(lambda: sink.spans() >= n, timeout, "paced spans at the sink", interval=0.1)
+    return {"spans": n, "rate_per_s": rate, **_percentiles(sink.latencies())}
+
+
 def measure(n: int, latency_n: int, latency_rate: float, timeout: float, log: Callable[[str], None]) -> dict[str, Any]:
     """Every scenario once, with n records; then latency with latency_n records at latency_rate per second."""
     scenarios: dict[str, Any] = {}
@@ -101,16 +111,19 @@ def measure(n: int, latency_n: int, latency_rate: float, timeout: float, log: Ca
                     scenarios[f"{source}_otlp{suffix}"] = _run(daemon, source, n, sink.spans, n * count, timeout)
                     log(f"  daemon: {source} -> {count} OTLP exporter(s) done")
                 if count == 1:
-                    sink.reset()
-                    gen = _loadgen(daemon, latency_n, latency_rate)
-                    gen.wait(latency_n / latency_rate + 60)
-                    wait_for(lambda: sink.spans() >= latency_n, timeout, "paced spans at the sink", interval=0.1)
-                    latency = {"spans": latency_n, "rate_per_s": latency_rate, **_percentiles(sink.latencies())}
+                    latency = _latency(daemon, sink, latency_n, latency_rate, timeout)
                     log("  daemon: latency done")
             finally:
                 daemon.stop()
+        quick = {"max_delay": "20ms"}
+        daemon = Daemon({"otlp1": {"type": "otlp_http", "endpoint": sink.url, "batch": quick}}, {"batch": quick}).start()
+        try:
+            latency_short = _latency(daemon, sink, latency_n, latency_rate, timeout)
+            log("  daemon: latency with 20ms batch delays done")
+        finally:
+            daemon.stop()
     finally:
         sink.stop()
-    return {"n": n, "scenarios": scenarios, "latency": latency,
+    return {"n": n, "scenarios": scenarios, "latency": latency, "latency_short_batches": latency_short,
             "settings": "daemon defaults (intake batch max_delay 200ms; exporter batch 512 spans / 1s; "
                         "queue fsync interval; gzip protobuf)"}
