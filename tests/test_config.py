@@ -182,3 +182,16 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
         for spec in getattr(config, section):
             for f in dataclasses.fields(registry.load(section, spec.type).Config):
                 assert f"{f.name}:" in text, f"{section} {spec.type}: key {f.name} is not documented"
+
+
+def test_readme_backend_example_is_a_valid_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The YAML the README shows for backends passes validation as written."""
+    import re
+
+    for name in ("LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY", "BRAINTRUST_API_KEY"):
+        monkeypatch.setenv(name, "x" * 12)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (example,) = re.findall(r"```yaml\n(.*?)```", readme, re.S)
+    config = parse_config("receivers: {s: {type: unix_socket, path: /tmp/x.sock}}\n" + example, "README.md")
+    assert [s.type for s in config.exporters] == ["file", "phoenix", "langfuse", "otlp_http"][:1] + [
+        "phoenix", "langfuse", "braintrust", "otlp_http"]
