@@ -193,5 +193,4 @@ def test_readme_backend_example_is_a_valid_config(monkeypatch: pytest.MonkeyPatc
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     (example,) = re.findall(r"```yaml\n(.*?)```", readme, re.S)
     config = parse_config("receivers: {s: {type: unix_socket, path: /tmp/x.sock}}\n" + example, "README.md")
-    assert [s.type for s in config.exporters] == ["file", "phoenix", "langfuse", "otlp_http"][:1] + [
-        "phoenix", "langfuse", "braintrust", "otlp_http"]
+    assert [s.type for s in config.exporters] == ["file", "phoenix", "langfuse", "braintrust", "otlp_http"]
