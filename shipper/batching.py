@@ -8,7 +8,7 @@ consumer can run timers (tail-sampling decisions) without a second task.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
@@ -39,32 +39,20 @@ async def batches(
         if not got:
             yield []
             continue
-        batch: list[T] = []
-        batch.append(first)
+        batch: list[T] = [first]
         count, size = size_of(first)
         deadline = anyio.current_time() + max_delay
         ended = False
         while count < max_items and size < max_bytes:
             try:
                 item = stream.receive_nowait()
-            except anyio.WouldBlock:
-                remaining = deadline - anyio.current_time()
-                if remaining <= 0:
-                    break
-                with anyio.move_on_after(remaining):
-                    try:
-                        item = await stream.receive()
-                    except anyio.EndOfStream:
-                        ended = True
-                        break
-                    batch.append(item)
-                    n, b = size_of(item)
-                    count += n
-                    size += b
-                continue
             except anyio.EndOfStream:
                 ended = True
                 break
+            except anyio.WouldBlock:
+                item, ended = await _receive_until(stream, deadline)
+                if item is _NOTHING:
+                    break
             batch.append(item)
             n, b = size_of(item)
             count += n
@@ -72,3 +60,19 @@ async def batches(
         yield batch
         if ended:
             return
+
+
+_NOTHING: Any = object()
+
+
+async def _receive_until(stream: MemoryObjectReceiveStream[T], deadline: float) -> tuple[Any, bool]:
+    """The next item if one comes before `deadline`, else `_NOTHING`; and whether the stream ended."""
+    remaining = deadline - anyio.current_time()
+    if remaining <= 0:
+        return _NOTHING, False
+    with anyio.move_on_after(remaining):
+        try:
+            return await stream.receive(), False
+        except anyio.EndOfStream:
+            return _NOTHING, True
+    return _NOTHING, False
