@@ -161,3 +161,18 @@ def test_status_command_prints_counts(daemon_factory) -> None:
     gone = subprocess.run([sys.executable, "-m", "shipper", "status", "--control", daemon.control],
                           capture_output=True, text=True)
     assert gone.returncode == 1 and "no shipper daemon is running" in gone.stderr
+
+
+def test_message_over_the_receive_buffer_is_counted_and_neighbours_arrive(daemon_factory) -> None:
+    """A message larger than max_message_bytes is rejected as too_large; the connection keeps working."""
+    daemon = daemon_factory()
+    daemon.config["receivers"]["socket"]["max_message_bytes"] = 8192
+    daemon.set_config().start()
+    small = make_records(2)
+    big = orjson.dumps({"trace_id": "ab" * 16, "span_id": "f" * 16, "name": "big", "start_ns": 1, "end_ns": 2,
+                        "input": "x" * 20_000})
+    send_seqpacket(daemon.socket, [small[0] + b"\n", big + b"\n", small[1] + b"\n"])
+    wait_for(lambda: len(daemon.records()) == 2, message="the two small records")
+    assert daemon.status()["pipeline"]["malformed"] == {"too_large": 1}
+    assert daemon.status()["receivers"]["socket"]["messages"] == 3
+    assert daemon.stop() == 0

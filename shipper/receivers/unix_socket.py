@@ -32,6 +32,7 @@ log = logging.getLogger("shipper.receivers.unix_socket")
 
 _PEERCRED = struct.Struct("3i")
 _DRAIN_MESSAGES = 256
+_MSG_TRUNC = int(socket.MSG_TRUNC)  # a plain int: `flags & IntFlag` would run enum code per message
 
 
 def _mode(value: Any) -> int:
@@ -186,7 +187,7 @@ class UnixSocketReceiver:
                     await anyio.wait_readable(conn)
                     records: list[dict[str, Any]] = []
                     rejects: list[Reject] = []
-                    size = 0
+                    size = messages = 0
                     closed = False
                     for _ in range(_DRAIN_MESSAGES):
                         try:
@@ -199,8 +200,8 @@ class UnixSocketReceiver:
                         if n == 0:
                             closed = True
                             break
-                        counters.add("messages")
-                        if flags & socket.MSG_TRUNC:
+                        messages += 1
+                        if flags & _MSG_TRUNC:
                             rejects.append(Reject("too_large", f"message over {len(view)} bytes", bytes(view[:1024])))
                             continue
                         size += n
@@ -215,6 +216,7 @@ class UnixSocketReceiver:
                             else:
                                 resource["process.pid"] = pid
                                 resource["process.real_user.id"] = uid
+                    counters.add("messages", messages)
                     if records or rejects:
                         counters.add("received", len(records))
                         await deliver(Intake(records, rejects, None, source, size))
