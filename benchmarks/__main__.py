@@ -13,6 +13,7 @@ from typing import Any
 
 from benchmarks import chart, report, results, targets
 from benchmarks.machine import commit, load_average, machine, versions
+from benchmarks.processes import APP_CPUS, SERVICE_CPUS
 
 PARTS = ("span", "exit", "daemon", "outage")
 SETTINGS = {
@@ -43,7 +44,9 @@ def run(mode: str, parts: list[str], out: Path, draw: bool) -> int:
         "schema": results.SCHEMA, "mode": mode,
         "started_at": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "commit": commit(), "machine": machine(), "versions": versions(),
-        "settings": {part: settings[part] for part in parts}, "errors": {},
+        "settings": {**{part: settings[part] for part in parts},
+                     "cpus": {"app": sorted(APP_CPUS), "daemon_and_sink": sorted(SERVICE_CPUS)}},
+        "errors": {},
     }
     steps = {
         "span": ("span_cost", lambda s: span_cost.measure(s["n"], s["warmup"], s["reps"], s["settle"], _log)),

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks.machine import ROOT
-from benchmarks.processes import ENV, Daemon, Sink, short_dir
+from benchmarks.processes import ENV, Daemon, Sink, pin_app, short_dir
 from benchmarks.span_cost import otel_available
 
 # name: (option, where the spans go)
@@ -31,7 +31,8 @@ def _exit_ms(option: str, n: int, socket_path: str = "", spool: str = "", sink: 
     """(wall ms, CPU ms) from the app's last span to its end."""
     command = [sys.executable, "-m", "benchmarks.app", "exit", option, "--n", str(n),
                "--socket", socket_path, "--spool", spool, "--sink", sink]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, cwd=ROOT)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, cwd=ROOT,
+                            preexec_fn=pin_app)
     assert proc.stdout is not None and proc.stderr is not None
     line = proc.stdout.readline()
     _, status, usage = os.wait4(proc.pid, 0)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks.machine import rss_bytes
-from benchmarks.processes import Daemon, Sink, free_port, wait_for
+from benchmarks.processes import APP_CPUS, Daemon, Sink, free_port, wait_for
 from benchmarks.throughput import _loadgen
 
 MB = 1024 * 1024
@@ -48,7 +48,7 @@ def measure(seconds: float, rate: float, sample_every: float, log: Callable[[str
         rss_outage_end = rss_bytes(daemon.pid)
         samples.append([round(outage_s, 2), round(rss_outage_end / MB, 2), round(backlog / MB, 2)])
         log(f"  outage: {outage_s:.0f} s with the backend down, {backlog / MB:.1f} MiB queued on disk")
-        sink = Sink(port)
+        sink = Sink(port, cpus=APP_CPUS)
         up = time.monotonic()
         peak_drain = 0
         while sink.spans() < n:

@@ -23,6 +23,25 @@ from benchmarks.machine import ROOT
 
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
+# The measured app gets a CPU of its own, the daemon and the sink the others: unpinned, a process on this
+# (virtual, 2-CPU) machine ran the same loop at 1x or 2x the time from one run to the next.
+_CPUS = sorted(os.sched_getaffinity(0))
+APP_CPUS = set(_CPUS[-1:])
+SERVICE_CPUS = set(_CPUS[:-1]) or APP_CPUS
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Keep a process (pid 0: this one) on `cpus`; where that is not allowed, leave it be."""
+    try:
+        os.sched_setaffinity(pid, cpus)
+    except OSError:
+        pass
+
+
+def pin_app() -> None:
+    """`preexec_fn` of a measured app: run on the app's CPU."""
+    pin(0, APP_CPUS)
+
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
     """Poll `condition` until it returns something truthy; raise TimeoutError after `timeout` seconds."""
@@ -51,9 +70,10 @@ def free_port() -> int:
 class Sink:
     """`python -m benchmarks.sink` in its own process."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, cpus: set[int] = SERVICE_CPUS) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.sink", "--port", str(port)],
                                      stdout=subprocess.PIPE, env=ENV, cwd=ROOT)
+        pin(self.proc.pid, cpus)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().decode()
         if not line.startswith("listening "):
@@ -118,6 +138,7 @@ class Daemon:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "shipper", "run", "-c", str(self.config_path)],
                                          stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=self.root)
+        pin(self.proc.pid, SERVICE_CPUS)
 
         def ready() -> bool:
             assert self.proc is not None

@@ -41,6 +41,9 @@ def render(result: dict[str, Any]) -> str:
            f"{' (dirty)' if result['commit'].get('dirty') else ''}, {result['machine']['cpu_model']}, "
            f"{result['machine']['cores']} cores, Python {result['machine']['python']}, "
            f"load {result['machine'].get('load_average')} -> {result.get('load_average_end')}"]
+    cpus = result.get("settings", {}).get("cpus")
+    if cpus:
+        out.append(f"Pinned: measured apps and load generators on CPU {cpus['app']}, daemons on {cpus['daemon_and_sink']}.")
     cost = result.get("span_cost")
     if cost:
         out.append(f"\nPer-span cost in the app ({cost['n']} spans x {cost['reps']} runs, medians; microseconds; "

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from benchmarks.machine import ROOT
-from benchmarks.processes import ENV, Daemon, DeafReceiver, Sink, short_dir, spool_lines, wait_for
+from benchmarks.processes import ENV, Daemon, DeafReceiver, Sink, pin_app, short_dir, spool_lines, wait_for
 
 PACED_RATE = 5_000.0  # spans per second of the paced variants: a busy app, within what the daemon takes in
 
@@ -60,7 +60,7 @@ def _app(option: str, n: int, warmup: int, socket_path: str = "", spool: str = "
          rate: float = 0.0) -> dict[str, Any]:
     command = [sys.executable, "-m", "benchmarks.app", "cost", option, "--n", str(n), "--warmup", str(warmup),
                "--socket", socket_path, "--spool", spool, "--sink", sink, "--rate", str(rate)]
-    done = subprocess.run(command, capture_output=True, env=ENV, cwd=ROOT, timeout=600)
+    done = subprocess.run(command, capture_output=True, env=ENV, cwd=ROOT, timeout=600, preexec_fn=pin_app)
     if done.returncode != 0:
         raise RuntimeError(f"benchmarks.app cost {option} failed ({done.returncode}):\n{done.stderr.decode()[-2000:]}")
     return orjson.loads(done.stdout.strip().splitlines()[-1])

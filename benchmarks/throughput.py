@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from benchmarks.machine import ROOT, cpu_seconds
-from benchmarks.processes import ENV, Daemon, Sink, wait_for
+from benchmarks.processes import APP_CPUS, ENV, Daemon, Sink, pin_app, wait_for
 from benchmarks.workload import sample_record
 
 SCENARIOS = ("socket_file", "socket_otlp", "socket_otlp_x3", "spool_otlp", "spool_otlp_x3")
@@ -34,7 +34,8 @@ def _loadgen(daemon: Daemon, n: int, rate: float = 0.0) -> subprocess.Popen[byte
     command = [sys.executable, "-m", "benchmarks.loadgen", "--socket", daemon.socket, "--n", str(n)]
     if rate:
         command += ["--rate", str(rate)]
-    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=ENV, cwd=ROOT)
+    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=ENV, cwd=ROOT,
+                            preexec_fn=pin_app)  # the load on the app's CPU, the daemon alone on its own
 
 
 def _write_spool_file(directory: str, n: int) -> tuple[Path, Path]:
@@ -95,7 +96,7 @@ def _latency(daemon: Daemon, sink: Sink, n: int, rate: float, timeout: float) ->
 def measure(n: int, latency_n: int, latency_rate: float, timeout: float, log: Callable[[str], None]) -> dict[str, Any]:
     """Every scenario once, with n records; then latency with latency_n records at latency_rate per second."""
     scenarios: dict[str, Any] = {}
-    sink = Sink()
+    sink = Sink(cpus=APP_CPUS)
     try:
         daemon = Daemon({"file": {"type": "file"}}).start()
         try:
