@@ -108,7 +108,7 @@ def _history_panel(title: str, runs: list[dict[str, Any]], series: dict[str, lis
             out.append(_text(xs[i], y1 + 14, run["commit"]["short"][:7], 9, "middle", color="#555"))
     for label, value in guides.items():
         out.append(_line(left, scale(value), right, scale(value), "#999", 1, "4 3"))
-        out.append(_text(right - 4, scale(value) - 4, label, 10, "end", color="#777"))
+        out.append(_text(left + 4, scale(value) - 4, label, 10, color="#777"))
     for k, (label, points) in enumerate(series.items()):
         color = COLORS[k % len(COLORS)]
         coords = [(xs[i], scale(v)) for i, v in enumerate(points) if v]
