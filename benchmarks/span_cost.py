@@ -4,7 +4,7 @@ Each run is a fresh `benchmarks.app cost` process; repetitions are interleaved (
 again, in a rotated order) and each figure is the median over repetitions. Where the spans go:
 `up`: a running daemon (file exporter); `down`: no daemon (a socket path nobody listens on, so the spool
 takes them); `deaf`: a receiver that accepts and never reads (the socket buffer fills, then the spool).
-The `_paced` variants send 5,000 spans a second (in bursts of 50) to the running daemon, which keeps up,
+The `_paced` variants send 5,000 spans a second (in bursts of 1,000) to the running daemon, which keeps up,
 so every send succeeds: the like-for-like comparison the targets are judged on. The tight loop overruns
 the daemon: the socket fills and shipper spools (the floor has no fallback and loses what met EAGAIN).
 Spans lost = emitted - reached, where reached counts what the daemon took in (socket and spool), what
