@@ -1,12 +1,11 @@
 """The measured app, one fresh process per run: `python -m benchmarks.app {cost|exit} OPTION [...]`.
 
 `cost`: record `--warmup` spans, then `--n` spans in a tight loop (or paced at `--rate` per second, in
-bursts of 1,000 with the sleeps outside the timed part), each timed with perf_counter_ns, the process CPU (all threads) taken over
-the loop and the final flush; prints one JSON line of figures.
+bursts of 1,000 with the sleeps outside the timed part), each timed with perf_counter_ns; the process CPU
+(all threads) is taken over the loop and the final flush; prints one JSON line of figures.
 `exit`: record `--n` spans, print the monotonic clock (ns, comparable across processes on Linux) and the
-process CPU so far, exit
-the way the app would (atexit handlers run: the OpenTelemetry SDK flushes there); the parent notes when
-the process is gone.
+process CPU so far, exit the way the app would (atexit handlers run: the OpenTelemetry SDK flushes
+there); the parent notes when the process is gone.
 """
 
 from __future__ import annotations

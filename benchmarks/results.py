@@ -61,7 +61,7 @@ def figures(result: dict[str, Any]) -> dict[str, Figure]:
                 out[f"span_cost.{name}.{key}"] = (v[key], "lower", _spread([r[key] for r in v.get("runs", [])]))
         for name, value in cost["ratios"].items():
             if value is not None:
-                out[f"span_cost.ratio.{name}"] = (value, "higher" if name.startswith("otel/") else "lower", None)
+                out[f"span_cost.ratio.{name}"] = (value, "higher" if name.startswith("otel") else "lower", None)
     exits = result.get("exit")
     if exits:
         for name, v in exits["variants"].items():
