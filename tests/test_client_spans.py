@@ -489,3 +489,22 @@ def test_values_without_a_truth_value_are_recorded(server: RecordingServer) -> N
     assert spans["a"]["input"] == "Ambiguous()" and spans["a"]["metadata"] == {"v": "Ambiguous()"}
     traced = next(r for name, r in spans.items() if name.endswith("identity"))
     assert traced["input"] == {"value": "Ambiguous()"} and traced["output"] == "Ambiguous()"
+
+
+def test_finished_spans_leave_no_cyclic_garbage(server: RecordingServer) -> None:
+    """Spans and their trace state are freed by reference counting: no work for the cycle collector."""
+    import gc
+
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(200):
+            with shipper.trace_context(session_id="s-1"), shipper.span("root", kind="chain") as root:
+                root.log(input="q")
+                with shipper.span("child", kind="llm"):
+                    pass
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+    server.wait_for(400)
+    assert by_name(server.records[-2:])["root"]["session_id"] == "s-1"

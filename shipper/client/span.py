@@ -70,6 +70,19 @@ def _attributes(values: Any) -> dict[str, Any]:
     return clean
 
 
+class TraceState:
+    """What the spans of one trace share in this process: its trace-wide fields.
+
+    Spans point to it, never it to them, so a finished span is freed by reference counting alone (a
+    root span pointing to itself made every trace cyclic garbage, and the collector ran 4x as often).
+    """
+
+    __slots__ = ("wide",)
+
+    def __init__(self, wide: TraceFields | None) -> None:
+        self.wide = wide
+
+
 class Span:
     """One step of a trace: `with shipper.span("retrieve", kind="retriever") as s:` (or `async with`).
 
@@ -78,11 +91,11 @@ class Span:
     resource; and the trace-wide session_id, user_id, tags, project, which apply to the whole trace. An
     unknown keyword raises TypeError, as for any call; an unknown `kind` is recorded as `span`.
 
-    The trace's local root span holds the trace-wide fields (`_wide`); every span points to that root and
-    copies them into its record when it ends. Before a span starts, `_wide` holds those given to it.
+    The spans of a trace share one `TraceState` holding the trace-wide fields, and copy them into their
+    records when they end. Before a span starts, `_wide` holds those given to it.
     """
 
-    __slots__ = ("name", "kind", "trace_id", "span_id", "start_ns", "_parent", "_root", "_wide", "_fields",
+    __slots__ = ("name", "kind", "trace_id", "span_id", "start_ns", "_parent", "_trace", "_wide", "_fields",
                  "_status", "_token", "_ended")
 
     def __init__(
@@ -97,7 +110,7 @@ class Span:
         self.trace_id = self.span_id = ""
         self.start_ns = 0
         self._parent = parent
-        self._root: Span | None = None
+        self._trace: TraceState | None = None
         self._wide: TraceFields | None = None
         self._fields: dict[str, Any] | None = _checked(fields, self) if fields else None
         self._status: str | None = None
@@ -106,13 +119,12 @@ class Span:
 
     def __enter__(self) -> Span:
         parent = self._parent or current_span_var.get()
-        if type(parent) is Span and parent._root is not None:
-            root = parent._root
+        if type(parent) is Span and parent._trace is not None:
+            trace = parent._trace
             self.trace_id = parent.trace_id
             if self._wide is not None:  # span(session_id=...): for the whole trace
-                root._wide, self._wide = merged(root._wide, self._wide), None
+                trace.wide, self._wide = merged(trace.wide, self._wide), None
         else:
-            root = self
             wide = fields_var.get()
             if parent is None or type(parent) is Span:  # none, the no-op span, or a span never entered
                 parent = None
@@ -120,9 +132,10 @@ class Span:
             else:  # a RemoteParent from extract(): its trace, its baggage, then our trace_context() blocks
                 self.trace_id = parent.trace_id
                 wide = merged(parent.fields, wide)
-            self._wide = wide if self._wide is None else merged(wide, self._wide)
+            trace = TraceState(wide if self._wide is None else merged(wide, self._wide))
+            self._wide = None
         self._parent = parent
-        self._root = root
+        self._trace = trace
         self.span_id = (getrandbits(64) or 1).to_bytes(8, "big").hex()  # = ids.new_span_id(), inline
         self._token = current_span_var.set(self)
         self.start_ns = _time_ns()
@@ -163,7 +176,7 @@ class Span:
                 record["error"] = error_of(exc)  # type: ignore[arg-type]
             elif self._status is not None:
                 record["status"] = self._status
-            wide = self._root._wide  # type: ignore[union-attr]
+            wide = self._trace.wide  # type: ignore[union-attr]
             if wide is not None:
                 if wide.session_id is not None:
                     record["session_id"] = wide.session_id
@@ -194,9 +207,9 @@ class Span:
         self.__exit__(None if exc is None else type(exc), exc, None)
 
     def _add_trace_fields(self, fields: TraceFields) -> None:
-        root = self._root
-        if root is not None:
-            root._wide = merged(root._wide, fields)
+        trace = self._trace
+        if trace is not None:
+            trace.wide = merged(trace.wide, fields)
 
     def log(
         self,
