@@ -332,3 +332,32 @@ async def test_projects_route_to_their_own_credentials_and_headers():
     assert [r.resources[0]["openinference.project.name"] for r in phx] == ["hinbox", "other"]
     assert [r.header("x-bt-parent") for r in bt] == ["project_name:hinbox", "project_name:other"]
     assert [len(r.spans) for r in lf + phx + bt] == [2, 3] * 3
+
+
+def test_otlp_http_sends_only_the_conventions_asked_for() -> None:
+    """`conventions: [genai]` sends gen_ai.* without OpenInference's llm.* / openinference.* attributes."""
+    import asyncio
+
+    from shipper.config import build_dataclass
+    from shipper.stats import Counters
+    from shipper.testing import OTLPServer
+
+    records = [orjson.loads(line) for line in (EXAMPLES / "valid-trace.ndjson").read_bytes().splitlines()]
+    cls = registry.load("exporters", "otlp_http")
+    with OTLPServer() as server:
+        problems: list[str] = []
+        config = build_dataclass(cls.Config, {"endpoint": server.url, "conventions": ["genai"]}, "", problems)
+        assert problems == []
+        exporter = cls(config, Context(name="o", state_dir=Path("/tmp"), counters=Counters()))
+
+        async def send() -> None:
+            await exporter.open()
+            try:
+                await exporter.export(records)
+            finally:
+                await exporter.aclose()
+
+        asyncio.run(send())
+        keys = {key for span in server.spans() for key in span["attributes"]}
+    assert "gen_ai.request.model" in keys
+    assert not {k for k in keys if k.startswith(("llm.", "openinference."))}

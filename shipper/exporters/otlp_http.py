@@ -1,6 +1,8 @@
 """Exporter `otlp_http`: OTLP/HTTP to any collector or backend, protobuf or JSON, gzip by default.
 
-Spans carry OTel GenAI (`gen_ai.*`) and OpenInference attributes plus their raw `attributes`; the
+Spans carry OTel GenAI (`gen_ai.*`) and OpenInference attributes (`conventions`; each costs about half
+of the encoding, so a backend that reads only one is cheaper to feed with only that one) plus their raw
+`attributes`; the
 resource gets `service.name`, the record's `resource`, and `openinference.project.name` for spans with a
 `project` (one request per project). `headers` are sent as configured and never printed.
 """
@@ -34,9 +36,13 @@ class Config(HTTPCommon):
     endpoint: str = "http://127.0.0.1:4318"
     headers: dict[str, Secret] = field(default_factory=dict)
     encoding: Literal["protobuf", "json"] = "protobuf"
+    conventions: list[Literal["genai", "openinference"]] = field(default_factory=lambda: ["genai", "openinference"])
 
     def check(self) -> list[str]:
         return self.check_url("endpoint", self.endpoint)
+
+
+_MAPPERS = {"genai": genai_attributes, "openinference": openinference_attributes}
 
 
 def _project_resource(project: str | None) -> Attributes:
@@ -53,7 +59,8 @@ class OTLPHTTPExporter(HTTPExporter):
         super().__init__(config, ctx)
         self.config: Config = config
         self.url = traces_url(config.endpoint)
-        self.encoder = Encoder((genai_attributes, openinference_attributes), _project_resource)
+        mappers = tuple(_MAPPERS[name] for name in dict.fromkeys(config.conventions))
+        self.encoder = Encoder(mappers, _project_resource)
         self.content_type = JSON if config.encoding == "json" else PROTOBUF
         self._headers = {name.lower(): value.reveal() for name, value in config.headers.items()}
 
