@@ -9,13 +9,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import yaml
+
+from shipper.testing import wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "examples"
 if not EXAMPLES.exists():  # CI clones the repo with shared/ beside it; fall back to a copy in tests/
@@ -25,14 +26,7 @@ if not EXAMPLES.exists():  # CI clones the repo with shared/ beside it; fall bac
 def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
              message: str = "condition") -> Any:
     """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
+    return wait_until(condition, timeout, interval, message)
 
 
 def short_dir(prefix: str = "shp") -> str:
