@@ -118,3 +118,23 @@ def test_embedded_default_masks_secrets_and_caps_values(daemon_factory) -> None:
     assert record["input"].endswith("bytes]") and "…[truncated " in record["input"]
     assert len(record["input"].encode()) <= 64 * 1024
     assert daemon.stop() == 0
+
+
+def test_readme_tracing_example_runs_and_arrives(daemon_factory) -> None:
+    """The README's ten-line example, run as written, gives one trace: a chain root and its llm child."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = re.search(r"## Tracing an app\n\n```python\n(.*?)```", readme, re.S).group(1)
+    daemon = daemon_factory().start()
+    out = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True, env=daemon.env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    records = wait_for(lambda: len(daemon.records()) == 2 and daemon.records(), message="the example's two spans")
+    child, root = records
+    assert (root["name"], root["kind"], child["name"], child["kind"]) == ("my_llm_application", "chain",
+                                                                         "query_llm", "llm")
+    assert child["parent_id"] == root["span_id"] and child["trace_id"] == root["trace_id"]
+    assert root["session_id"] == "session-42" and root["metadata"] == {"org_id": "org-456"}
+    assert child["output"] == "Beijing" and root["service"] == "hinbox"
+    assert daemon.stop() == 0
