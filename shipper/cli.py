@@ -148,6 +148,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"shipper pid {status.get('pid')}, up {status.get('uptime_s', 0):.0f}s{rss}, config {status.get('config')}")
     pipeline = status.get("pipeline", {})
     print(f"  pipeline: received {pipeline.get('received', 0)}, processed {pipeline.get('processed', 0)}")
+    if pipeline.get("malformed"):
+        print("    malformed: " + ", ".join(f"{r} {n}" for r, n in sorted(pipeline["malformed"].items())))
     for section in ("receivers", "exporters"):
         print(f"  {section}:")
         for name, figures in status.get(section, {}).items():
@@ -161,7 +163,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         for name, figures in status["processors"].items():
             parts = ", ".join(f"{k} {v}" for k, v in figures.items() if not isinstance(v, dict))
             drops = ", ".join(f"{r} {n}" for r, n in sorted((figures.get("dropped") or {}).items()))
-            print(f"    {name}: {parts}" + (f"; dropped {drops}" if drops else ""))
+            print(f"    {name}: {parts or 'no counts yet'}" + (f"; dropped {drops}" if drops else ""))
     dropped = status.get("dropped") or {}
     print("  dropped: " + (", ".join(f"{r} {n}" for r, n in sorted(dropped.items())) or "none"))
     return 0

@@ -147,12 +147,14 @@ def test_stale_socket_is_replaced_and_live_one_refused(daemon_factory) -> None:
 def test_status_command_prints_counts(daemon_factory) -> None:
     """`shipper status` reads the running daemon's counts through its control socket."""
     daemon = daemon_factory().start()
-    send_seqpacket(daemon.socket, [line + b"\n" for line in VALID])
+    send_seqpacket(daemon.socket, [line + b"\n" for line in VALID] + [b"\n".join(INVALID)])
     wait_for(lambda: len(daemon.records()) == 5)
+    wait_for(lambda: daemon.status()["dropped"].get("malformed") == len(INVALID))
     out = subprocess.run([sys.executable, "-m", "shipper", "status", "-c", str(daemon.config_path)],
                          capture_output=True, text=True, env=daemon.env)
     assert out.returncode == 0, out.stderr
     assert "received 5" in out.stdout
+    assert "malformed: bad_kind 1, bad_trace_id 1," in out.stdout and f"dropped: malformed {len(INVALID)}" in out.stdout
     as_json = subprocess.run([sys.executable, "-m", "shipper", "status", "--json", "--control", daemon.control],
                              capture_output=True, text=True)
     assert orjson.loads(as_json.stdout)["receivers"]["socket"]["received"] == 5
