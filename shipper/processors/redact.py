@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shipper.component import Context
-from shipper.processors.walk import STRUCTURAL, changed_paths
+from shipper.processors.walk import STRUCTURAL, changed_paths, map_items
 from shipper.record import Span
 
 __all__ = ["BUILTIN_PATTERNS", "Redact", "RedactConfig"]
@@ -198,15 +198,7 @@ class Redact:
                     out[new_key] = new
             return value if out is None else out
         if kind is list:
-            changed = None
-            walk = self.value
-            for i, item in enumerate(value):
-                new = walk(item)
-                if new is not item:
-                    if changed is None:
-                        changed = list(value)
-                    changed[i] = new
-            return value if changed is None else changed
+            return map_items(value, self.value)
         return value
 
     def record(self, span: Span) -> Span:

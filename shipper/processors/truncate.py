@@ -19,7 +19,7 @@ import orjson
 
 from shipper.component import Context
 from shipper.config import ByteSize
-from shipper.processors.walk import STRUCTURAL, changed_paths
+from shipper.processors.walk import STRUCTURAL, changed_paths, map_items
 from shipper.record import Span
 
 __all__ = ["Truncate", "TruncateConfig", "cut"]
@@ -72,14 +72,7 @@ def _capped(value: Any, limit: int) -> Any:
                 out[key] = new
         return value if out is None else out
     if isinstance(value, list):
-        changed = None
-        for i, item in enumerate(value):
-            new = _capped(item, limit)
-            if new is not item:
-                if changed is None:
-                    changed = list(value)
-                changed[i] = new
-        return value if changed is None else changed
+        return map_items(value, lambda item: _capped(item, limit))
     return value
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["STRUCTURAL", "changed_paths"]
+__all__ = ["STRUCTURAL", "changed_paths", "map_items"]
 
 STRUCTURAL = frozenset({"v", "trace_id", "span_id", "parent_id", "kind", "otel_kind", "start_ns", "end_ns",
                         "status"})
@@ -33,3 +34,15 @@ def changed_paths(old: Any, new: Any, path: str = "") -> list[tuple[str, Any]]:
             out.extend(changed_paths(a, b, f"{path}[{i}]"))
         return out
     return [] if old == new else [(path, new)]
+
+
+def map_items(items: list[Any], fn: Callable[[Any], Any]) -> list[Any]:
+    """`fn` applied to each item, copy on write: `items` itself when `fn` returned every item unchanged."""
+    changed = None
+    for i, item in enumerate(items):
+        new = fn(item)
+        if new is not item:
+            if changed is None:
+                changed = list(items)
+            changed[i] = new
+    return items if changed is None else changed
