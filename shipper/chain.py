@@ -5,7 +5,7 @@ from __future__ import annotations
 from shipper import registry
 from shipper.component import Context, Processor
 from shipper.config import ComponentSpec
-from shipper.record import Span
+from shipper.record import Record
 from shipper.stats import Stats
 
 __all__ = ["Chain", "build_chain"]
@@ -27,16 +27,16 @@ class Chain:
                 out[name] = live()
         return out
 
-    def __call__(self, batch: list[Span]) -> list[Span]:
+    def __call__(self, batch: list[Record]) -> list[Record]:
         for processor in self.processors:
             if not batch:
                 break
             batch = processor(batch)
         return batch
 
-    def flush(self, force: bool = False) -> list[Span]:
+    def flush(self, force: bool = False) -> list[Record]:
         """Spans released by processors that hold some back, run through the processors after them."""
-        out: list[Span] = []
+        out: list[Record] = []
         for i, processor in enumerate(self.processors):
             flush = getattr(processor, "flush", None)
             if flush is None:

@@ -4,8 +4,8 @@
   `Intake` to `deliver` (which applies backpressure) until cancelled; the pipeline calls `commit(mark)`
   once every record of that intake (and all before it) is safely in every exporter's hands, so a
   receiver with durable input (the spool) advances its checkpoint only then.
-- A **processor** is a callable mapping a batch to a batch (`list[Span] -> list[Span]`); it counts what
-  it drops. One that holds spans back (tail sampling) also has `flush(force) -> list[Span]`.
+- A **processor** is a callable mapping a batch to a batch (`list[Record] -> list[Record]`); it counts what
+  it drops. One that holds spans back (tail sampling) also has `flush(force) -> list[Record]`.
 - An **exporter** sends one batch: `export(batch)` returns when the backend took it, or raises
   `RetryableExportError` / `PermanentExportError` (shipper.errors) to say what can be retried.
 Each has `open()` and an idempotent `aclose()`; `aclose()` is safe without `open()`.
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from shipper.record import Reject, Span
+from shipper.record import Record, Reject
 from shipper.stats import Counters
 
 __all__ = ["Context", "Deliver", "Exporter", "Intake", "Processor", "Receiver"]
@@ -28,7 +28,7 @@ __all__ = ["Context", "Deliver", "Exporter", "Intake", "Processor", "Receiver"]
 class Intake:
     """What a receiver yields: decoded records, rejected lines, and a mark to commit later."""
 
-    records: list[Span]
+    records: list[Record]
     rejects: list[Reject] = field(default_factory=list)
     mark: Any = None
     source: str = ""
@@ -64,7 +64,7 @@ class Receiver(Protocol):
 class Processor(Protocol):
     """Maps a batch to a batch."""
 
-    def __call__(self, batch: list[Span]) -> list[Span]: ...
+    def __call__(self, batch: list[Record]) -> list[Record]: ...
 
 
 class Exporter(Protocol):
@@ -72,7 +72,7 @@ class Exporter(Protocol):
 
     async def open(self) -> None: ...
 
-    async def export(self, batch: list[Span]) -> None: ...
+    async def export(self, batch: list[Record]) -> None: ...
 
     async def aclose(self) -> None: ...
 

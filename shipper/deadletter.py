@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from shipper import security
-from shipper.record import Span
+from shipper.record import Record
 
 __all__ = ["DeadLetters", "MAX_EXCERPT", "read_lines"]
 
@@ -43,7 +43,7 @@ class DeadLetters:
         self.exporter = exporter
         self.path = Path(directory) / f"{exporter}.ndjson"
 
-    def write(self, records: list[Span], reason: str, *, status: int | None = None, error: str = "",
+    def write(self, records: list[Record], reason: str, *, status: int | None = None, error: str = "",
               excerpt: str = "") -> bool:
         """Append one dead-letter line; False (and an error logged) when the file cannot be written."""
         line = orjson.dumps({
@@ -81,7 +81,7 @@ class DeadLetters:
         return {"deadletter_file": str(self.path), "deadletter_bytes": size}
 
 
-def read_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, str | None, list[Span]]]:
+def read_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, str | None, list[Record]]]:
     """(line number, exporter or None, records) per line of a dead-letter file or of plain span NDJSON
     (file-exporter output, spool files); a line that is neither raises ValueError naming it."""
     with open(path, "rb") as f:

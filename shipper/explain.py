@@ -21,7 +21,7 @@ import orjson
 from shipper.chain import build_chain
 from shipper.config import ComponentSpec, Config
 from shipper.errors import RecordError
-from shipper.record import Span, validate
+from shipper.record import Record, validate
 from shipper.stats import Stats
 
 __all__ = ["explain"]
@@ -36,7 +36,7 @@ def _read(path: str) -> list[Any]:
     return whole if isinstance(whole, list) else [whole]
 
 
-def _run(processor: Any, trace: list[Span]) -> list[Span]:
+def _run(processor: Any, trace: list[Record]) -> list[Record]:
     """What `processor` lets through of `trace`, fed as one batch (held spans released at once)."""
     out = processor([copy.deepcopy(s) for s in trace])
     if hasattr(processor, "flush"):
@@ -44,8 +44,8 @@ def _run(processor: Any, trace: list[Span]) -> list[Span]:
     return out
 
 
-def _walk(specs: list[ComponentSpec], scope: str, span: Span, trace: list[Span], config: Config,
-          lines: list[str]) -> tuple[Span | None, list[Span], str]:
+def _walk(specs: list[ComponentSpec], scope: str, span: Record, trace: list[Record], config: Config,
+          lines: list[str]) -> tuple[Record | None, list[Record], str]:
     """Run the trace through the processors of `specs`, a line per processor about `span`.
 
     Returns `span` as it comes out (None when dropped), what is left of its trace, and who dropped it.
@@ -63,7 +63,7 @@ def _walk(specs: list[ComponentSpec], scope: str, span: Span, trace: list[Span],
     return span, trace, ""
 
 
-def _explain_one(config: Config, span: Span, trace: list[Span], out: TextIO) -> None:
+def _explain_one(config: Config, span: Record, trace: list[Record], out: TextIO) -> None:
     lines = [f'span {span["span_id"]} "{span["name"]}" ({span.get("kind", "span")}) of trace {span["trace_id"]}']
     if config.processors:
         lines.append("  shared processors:")
@@ -104,7 +104,7 @@ def explain(config: Config, record_path: str, out: TextIO | None = None) -> int:
     if not raw:
         print(f"shipper: {record_path} holds no record", file=sys.stderr)
         return 1
-    records: list[tuple[int, Span]] = []
+    records: list[tuple[int, Record]] = []
     status = 0
     for n, rec in enumerate(raw, 1):
         try:

@@ -9,7 +9,7 @@ or, with a TracerProvider of your own:
 
 Sending is a local non-blocking socket write (or a spool append), so the SDK's `SimpleSpanProcessor` is
 the right processor: no batching thread, nothing lost at exit, no flush to call. Each `ReadableSpan`
-becomes a record v1 through `shipper.otlp_decode` (the same mapping the daemon's `otlp_http` receiver
+becomes a record v1 through `shipper.otlp.decode` (the same mapping the daemon's `otlp_http` receiver
 uses): attributes passed through, OpenInference / `gen_ai.*` / `langfuse.*` attributes also lifted into
 `kind`, `llm`, `input`, `output`, `session_id`, `user_id`, `tags`; resource, status, events and links kept.
 
@@ -41,9 +41,10 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 
 from shipper.client import transport
 from shipper.client.context import current_fields
+from shipper.client.fields import TRACE_FIELDS
 from shipper.client.propagation import extract, inject
 from shipper.client.span import current_span
-from shipper.otlp_decode import OTelSpan, to_record
+from shipper.otlp.decode import OTelSpan, to_record
 
 __all__ = ["ShipperIdGenerator", "ShipperSpanExporter", "ShipperSpanProcessor", "install", "span_record"]
 
@@ -182,7 +183,7 @@ def _wide(fields: Any) -> dict[str, Any]:
     """Trace-wide fields as record fields (only those set)."""
     if fields is None:
         return {}
-    out = {key: getattr(fields, key, None) for key in ("session_id", "user_id", "tags", "project")}
+    out = {key: getattr(fields, key, None) for key in TRACE_FIELDS}
     return {key: (list(value) if key == "tags" else value) for key, value in out.items() if value}
 
 

@@ -71,7 +71,7 @@ import orjson
 
 from shipper.config import QueueConfig
 from shipper.errors import QueueBusyError
-from shipper.record import Span
+from shipper.record import Record
 from shipper.stats import Counters
 
 __all__ = ["DiskQueue", "Item", "QueueBusyError", "encode_record", "read_records"]
@@ -96,7 +96,7 @@ class Item:
     end: Position
     size: int
     appended_ms: int
-    spans: list[Span]
+    spans: list[Record]
 
 
 def encode_record(payload: bytes, count: int, appended_ms: int) -> bytes:
@@ -339,7 +339,7 @@ class DiskQueue:
 
     # -- producing ----------------------------------------------------------------------------------
 
-    async def put(self, spans: list[Span]) -> None:
+    async def put(self, spans: list[Record]) -> None:
         """Append `spans` as one or more records; returns once they are in the segment file."""
         now = int(time.time() * 1000)
         for payload, count in self._chunks(spans):
@@ -350,7 +350,7 @@ class DiskQueue:
         if self.config.fsync == "always" and self._dirty:
             await self.sync()
 
-    def _chunks(self, spans: list[Span]) -> Iterable[tuple[bytes, int]]:
+    def _chunks(self, spans: list[Record]) -> Iterable[tuple[bytes, int]]:
         lines: list[bytes] = []
         size = 0
         for span in spans:

@@ -1,7 +1,7 @@
-"""Span record v1 (SPEC §1): decoding NDJSON payloads and validating each record, fast.
+"""Record v1 (SPEC §1), the daemon-side `Record` type: decoding NDJSON payloads and validating each, fast.
 
-A record is kept as the plain `dict` it was decoded into (`Span`), so processors and exporters work on
-ordinary data. `decode_payload` never raises: every line becomes either a valid record or a `Reject`
+A record is kept as the plain `dict` it was decoded into (`Record`; the client's `shipper.Span` is the
+app-side object that becomes one), so processors and exporters work on ordinary data. `decode_payload` never raises: every line becomes either a valid record or a `Reject`
 with the short reason it is counted under, so one bad line never takes its neighbours down.
 Reasons: not_json, not_an_object, unknown_version, missing_<field>, bad_trace_id, zero_trace_id,
 bad_span_id, zero_span_id, bad_parent_id, bad_name, bad_timestamps, end_before_start, bad_kind,
@@ -17,20 +17,17 @@ from typing import Any
 
 import orjson
 
+from shipper.client.fields import KINDS, OTEL_KINDS, STATUSES, TRACE_FIELDS, USAGE_KEYS
 from shipper.errors import RecordError
 
-__all__ = ["KINDS", "Reject", "Span", "decode_payload", "validate"]
+__all__ = ["KINDS", "MAX_RECORD_BYTES", "STATUSES", "Reject", "Record", "decode_payload", "validate"]
 
-Span = dict[str, Any]
+Record = dict[str, Any]
 
-KINDS = frozenset(
-    {"llm", "chain", "tool", "agent", "embedding", "retriever", "reranker", "guardrail", "evaluator",
-     "prompt", "task", "span"}
-)
-OTEL_KINDS = frozenset({"internal", "server", "client", "producer", "consumer"})
-STATUSES = frozenset({"ok", "error", "unset"})
-USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens", "cache_read_tokens", "reasoning_tokens")
 MAX_KEY_CHARS = 256
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+"""The default of the `max_record_bytes` setting: a longer NDJSON line is rejected as `too_large`."""
+_TEXT_FIELDS = ("service", *(key for key in TRACE_FIELDS if key != "tags"))
 
 _TRACE_ID = re.compile(r"[0-9a-f]{32}").fullmatch
 _SPAN_ID = re.compile(r"[0-9a-f]{16}").fullmatch
@@ -52,7 +49,7 @@ def _is_int(value: Any) -> bool:
     return type(value) is int
 
 
-def _check_ids(rec: Span) -> None:
+def _check_ids(rec: Record) -> None:
     trace_id = rec.get("trace_id")
     if trace_id is None:
         raise RecordError("missing_trace_id", "trace_id is required")
@@ -113,7 +110,7 @@ def _check_llm(llm: Any) -> None:
             raise RecordError("bad_llm", f"llm.{key} must be a list of objects with a role")
 
 
-def _check_optional(rec: Span) -> None:
+def _check_optional(rec: Record) -> None:
     kind = rec.get("kind")
     if kind is not None and kind not in KINDS:
         raise RecordError("bad_kind", f"kind {str(kind)[:40]!r} is not one of {', '.join(sorted(KINDS))}")
@@ -128,7 +125,7 @@ def _check_optional(rec: Span) -> None:
         type(error) is not dict or any(type(v) is not str for v in error.values())
     ):
         raise RecordError("bad_error", "error must be an object of strings {type, message, stack}")
-    for key in ("service", "project", "session_id", "user_id"):
+    for key in _TEXT_FIELDS:
         value = rec.get(key)
         if value is not None and type(value) is not str:
             raise RecordError("bad_field_type", f"{key} must be a string")
@@ -166,7 +163,7 @@ def _check_optional(rec: Span) -> None:
         raise RecordError("bad_links", "links must be a list of {trace_id, span_id, attributes}")
 
 
-def validate(rec: Any) -> Span:
+def validate(rec: Any) -> Record:
     """Return `rec` if it is a valid record v1, else raise `RecordError` with the counted reason."""
     if type(rec) is not dict:
         raise RecordError("not_an_object", "a record must be a JSON object")
@@ -191,9 +188,9 @@ def validate(rec: Any) -> Span:
     return rec
 
 
-def decode_payload(payload: bytes, max_record_bytes: int) -> tuple[list[Span], list[Reject]]:
+def decode_payload(payload: bytes, max_record_bytes: int) -> tuple[list[Record], list[Reject]]:
     """Split NDJSON `payload` into valid records and rejects; never raises."""
-    records: list[Span] = []
+    records: list[Record] = []
     rejects: list[Reject] = []
     for line in payload.split(b"\n"):
         if not line or line.isspace():

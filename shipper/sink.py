@@ -19,7 +19,7 @@ from shipper.deadletter import DeadLetters
 from shipper.delivery import Delivery
 from shipper.errors import ConfigError
 from shipper.queue import DiskQueue
-from shipper.record import Span
+from shipper.record import Record
 from shipper.stats import Counters
 
 __all__ = ["QueuedSink", "open_queue"]
@@ -76,13 +76,13 @@ class QueuedSink:
             await self.delivery.run()
             tg.cancel_scope.cancel()
 
-    async def put(self, batch: list[Span]) -> None:
+    async def put(self, batch: list[Record]) -> None:
         """Run the exporter's processors on `batch` and queue the result durably."""
         batch = self.chain(batch)
         if batch:
             await self.queue.put(batch)
 
-    async def put_processed(self, batch: list[Span]) -> None:
+    async def put_processed(self, batch: list[Record]) -> None:
         """Queue spans that already went through this exporter's processors (released at a reload)."""
         if batch:
             await self.queue.put(batch)

@@ -256,7 +256,7 @@ def test_routing_headers(sent: tuple[str, Any]):
 
 def test_trace_wide_fields_are_copied_within_a_batch():
     """A span lacking session_id, user_id or tags gets them from another span of its trace in the batch."""
-    from shipper.exporters.otlp import fill_trace_wide
+    from shipper.otlp.encode import fill_trace_wide
 
     bare = {k: v for k, v in TRACE[0].items() if k not in ("session_id", "user_id", "tags")}
     other_trace = {**bare, "trace_id": "f" * 32}
@@ -268,8 +268,8 @@ def test_trace_wide_fields_are_copied_within_a_batch():
 
 def test_raw_attributes_win_and_values_convert():
     """Raw attributes override mapped ones; ints, floats, bools, lists and big ints convert to OTLP values."""
-    from shipper.exporters.otlp import Encoder
-    from shipper.semconv import openinference_attributes
+    from shipper.otlp.encode import Encoder
+    from shipper.otlp.semconv import openinference_attributes
     from shipper.testing import spans_of
 
     rec = {**TRACE[0], "attributes": {"llm.model_name": "mine", "n": 2**70, "flag": True, "xs": [1, 2],
@@ -282,7 +282,7 @@ def test_raw_attributes_win_and_values_convert():
 
 def test_messages_with_tool_calls_map_to_both_conventions():
     """Tool calls in messages become OpenInference tool_call attributes and GenAI tool_call parts."""
-    from shipper.semconv import genai_attributes, openinference_attributes
+    from shipper.otlp.semconv import genai_attributes, openinference_attributes
 
     call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q":"x"}'}}
     rec = {**TRACE[0], "llm": {"model": "m", "input_messages": [{"role": "user", "content": "hi"}],

@@ -17,7 +17,7 @@ from support import wait_records
 
 import shipper
 from shipper.otel import ShipperSpanExporter, install, span_record
-from shipper.otlp_decode import OTelSpan, to_record
+from shipper.otlp.decode import OTelSpan, to_record
 from shipper.record import validate
 
 

@@ -34,10 +34,10 @@ import shipper
 from shipper.client import transport
 from shipper.component import Context, Intake
 from shipper.config import build_dataclass, load_config
-from shipper.exporters.otlp import Encoder, to_json
 from shipper.otel import ShipperSpanExporter, span_record
+from shipper.otlp.encode import Encoder, to_json
+from shipper.otlp.semconv import genai_attributes, openinference_attributes
 from shipper.receivers.otlp_http import Config, OTLPHTTPReceiver
-from shipper.semconv import genai_attributes, openinference_attributes
 from shipper.stats import Counters
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,6 +18,8 @@ import contextvars
 from collections.abc import Iterable
 from typing import Any
 
+from .fields import TRACE_FIELDS
+
 __all__ = ["TraceContext", "TraceFields", "current_fields", "current_span_var", "fields_var", "merged",
            "trace_context", "trace_fields"]
 
@@ -28,7 +30,7 @@ fields_var: contextvars.ContextVar[TraceFields | None] = contextvars.ContextVar(
 class TraceFields:
     """The trace-wide fields of a trace (None where not set); never changed once made."""
 
-    __slots__ = ("session_id", "user_id", "tags", "project")
+    __slots__ = TRACE_FIELDS
 
     def __init__(
         self,

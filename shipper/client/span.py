@@ -9,25 +9,19 @@ from typing import Any
 
 from . import transport
 from .context import TraceFields, current_span_var, fields_var, merged, trace_fields
+from .fields import KINDS, OTEL_KINDS, STATUSES, TRACE_FIELDS
 from .ids import getrandbits
 from .propagation import RemoteParent
 
 __all__ = ["KINDS", "NOOP_SPAN", "Span", "current_span", "error_of", "span"]
 
-KINDS = frozenset(
-    ["llm", "chain", "tool", "agent", "embedding", "retriever", "reranker", "guardrail", "evaluator",
-     "prompt", "task", "span"]
-)
-STATUSES = frozenset(["ok", "error", "unset"])
-OTEL_KINDS = frozenset(["internal", "server", "client", "producer", "consumer"])
 # Keywords span() takes besides name, kind and parent: the record's per-span fields, then the trace-wide
 # ones, which go to the span's trace (as trace_context() would put them).
 SPAN_FIELDS = frozenset(
     ["input", "output", "metadata", "llm", "attributes", "otel_kind", "events", "links", "resource"]
 )
 _PLAIN_FIELDS = frozenset(["input", "output", "metadata", "llm", "events", "links"])  # kept as given
-_TRACE_ORDER = ("session_id", "user_id", "tags", "project")  # trace_fields()'s parameters
-TRACE_FIELDS = frozenset(_TRACE_ORDER)
+_TRACE_KEYS = frozenset(TRACE_FIELDS)  # in trace_fields()'s order as a tuple
 _SCALARS = (str, bool, int, float)
 
 _resource = {"process.pid": os.getpid()}  # shared by every record; replaced in a forked child
@@ -281,11 +275,11 @@ def _checked(fields: dict[str, Any], span: Span) -> dict[str, Any] | None:
                     break
             else:
                 return fields
-    unknown = fields.keys() - SPAN_FIELDS - TRACE_FIELDS
+    unknown = fields.keys() - SPAN_FIELDS - _TRACE_KEYS
     if unknown:
         raise TypeError(f"shipper.span() got unexpected keyword(s): {', '.join(sorted(unknown))}")
-    if fields.keys() & TRACE_FIELDS:
-        span._wide = trace_fields(*(fields.pop(key, None) for key in _TRACE_ORDER))
+    if fields.keys() & _TRACE_KEYS:
+        span._wide = trace_fields(*(fields.pop(key, None) for key in TRACE_FIELDS))
     for key in [k for k, v in fields.items() if v is None]:
         del fields[key]
     if "attributes" in fields:

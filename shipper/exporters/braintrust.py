@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from shipper.component import Context
 from shipper.config import Secret
 from shipper.exporters.http import HTTPCommon, HTTPExporter
-from shipper.exporters.otlp import Encoder
-from shipper.record import Span
-from shipper.semconv import Attributes, genai_attributes, json_text
+from shipper.otlp.encode import Encoder
+from shipper.otlp.semconv import Attributes, genai_attributes, json_text
+from shipper.record import Record
 
 __all__ = ["BraintrustExporter", "braintrust_attributes"]
 
@@ -46,7 +46,7 @@ class Config(HTTPCommon):
         return problems
 
 
-def braintrust_attributes(rec: Span) -> Attributes:
+def braintrust_attributes(rec: Record) -> Attributes:
     """The `braintrust.*` attributes of a record."""
     llm = rec.get("llm") or {}
     kind = rec.get("kind", "span")

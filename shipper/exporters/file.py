@@ -18,7 +18,7 @@ import orjson
 from shipper.component import Context
 from shipper.config import ByteSize, ExporterCommon
 from shipper.errors import RetryableExportError
-from shipper.record import Span
+from shipper.record import Record
 
 __all__ = ["FileExporter"]
 
@@ -77,7 +77,7 @@ class FileExporter:
             self.path.unlink(missing_ok=True)
         self._open_current()
 
-    async def export(self, batch: list[Span]) -> None:
+    async def export(self, batch: list[Record]) -> None:
         """Write the batch as NDJSON lines in one write."""
         if not batch:
             return

@@ -42,8 +42,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from shipper.component import Context
 from shipper.config import ByteSize, ExporterCommon
 from shipper.errors import ExportError, PermanentExportError, RetryableExportError
-from shipper.exporters.otlp import Encoder, fill_trace_wide, group_by_project, partial_success
-from shipper.record import Span
+from shipper.otlp.encode import Encoder, fill_trace_wide, group_by_project, partial_success
+from shipper.record import Record
 
 __all__ = ["HTTPCommon", "HTTPExporter", "classify", "excerpt", "parse_retry_after"]
 
@@ -193,7 +193,7 @@ class HTTPExporter:
         if client is not None:
             await client.aclose()
 
-    async def export(self, batch: list[Span]) -> None:
+    async def export(self, batch: list[Record]) -> None:
         """Send `batch`, one request (or more, when split) per project; raise an ExportError to say why not."""
         if not batch:
             return
@@ -213,7 +213,7 @@ class HTTPExporter:
         if permanent is not None:
             raise permanent
 
-    async def _send(self, project: str | None, spans: list[Span]) -> None:
+    async def _send(self, project: str | None, spans: list[Record]) -> None:
         body = self.encode(self.encoder.request(spans, project))
         if len(body) > self.config.max_request_bytes and len(spans) > 1:
             self._stats["splits"] += 1

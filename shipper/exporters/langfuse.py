@@ -25,18 +25,12 @@ from shipper.component import Context
 from shipper.config import Secret
 from shipper.errors import PermanentExportError
 from shipper.exporters.http import HTTPCommon, HTTPExporter
-from shipper.exporters.otlp import Encoder
-from shipper.record import Span
-from shipper.semconv import Attributes, genai_attributes, json_text
+from shipper.otlp import langfuse as lf
+from shipper.otlp.encode import Encoder
+from shipper.otlp.semconv import Attributes, genai_attributes, json_text
+from shipper.record import Record
 
 __all__ = ["LangfuseExporter", "langfuse_attributes"]
-
-OBSERVATION_TYPE = {
-    "llm": "generation", "embedding": "embedding", "agent": "agent", "tool": "tool", "chain": "chain",
-    "retriever": "retriever", "guardrail": "guardrail", "evaluator": "evaluator",
-}
-"""Record kind → `langfuse.observation.type`; other kinds are plain `span`s."""
-
 
 @dataclass(kw_only=True)
 class Keys:
@@ -71,48 +65,48 @@ def _flat(value: Any) -> Any:
     return value if isinstance(value, (str, bool, int, float)) else json_text(value)
 
 
-def langfuse_attributes(rec: Span, trace_name: str | None = None) -> Attributes:
+def langfuse_attributes(rec: Record, trace_name: str | None = None) -> Attributes:
     """The `langfuse.*` attributes of a record (plus `gen_ai.usage.cost`)."""
-    out: Attributes = {"langfuse.observation.type": OBSERVATION_TYPE.get(rec.get("kind", "span"), "span")}
+    out: Attributes = {lf.TYPE: lf.OBSERVATION_TYPE.get(rec.get("kind", "span"), "span")}
     name = rec["name"] if not rec.get("parent_id") else trace_name
     if name:
-        out["langfuse.trace.name"] = name
+        out[lf.TRACE_NAME] = name
     if rec.get("session_id"):
-        out["langfuse.session.id"] = rec["session_id"]
+        out[lf.SESSION] = rec["session_id"]
     if rec.get("user_id"):
-        out["langfuse.user.id"] = rec["user_id"]
+        out[lf.USER] = rec["user_id"]
     if rec.get("tags"):
-        out["langfuse.trace.tags"] = list(rec["tags"])
+        out[lf.TAGS] = list(rec["tags"])
     for key, value in (rec.get("metadata") or {}).items():
         if value is not None:
-            out[f"langfuse.trace.metadata.{key}"] = out[f"langfuse.observation.metadata.{key}"] = _flat(value)
+            out[f"{lf.TRACE_METADATA}{key}"] = out[f"{lf.OBSERVATION_METADATA}{key}"] = _flat(value)
     llm = rec.get("llm") or {}
     given = rec.get("input")
     if given is None and llm.get("input_messages"):
         given = llm["input_messages"]
     if given is not None:
-        out["langfuse.observation.input"] = json_text(given)
+        out[lf.INPUT] = json_text(given)
     produced = rec.get("output")
     if produced is None and llm.get("output_messages"):
         produced = llm["output_messages"]
     if produced is not None:
-        out["langfuse.observation.output"] = json_text(produced)
+        out[lf.OUTPUT] = json_text(produced)
     if llm.get("model"):
-        out["langfuse.observation.model.name"] = llm["model"]
+        out[lf.MODEL] = llm["model"]
     if llm.get("params"):
-        out["langfuse.observation.model.parameters"] = json_text(llm["params"])
+        out[lf.PARAMS] = json_text(llm["params"])
     if llm.get("cost_usd") is not None:
         out["gen_ai.usage.cost"] = float(llm["cost_usd"])
     if llm.get("time_to_first_token_ns") is not None:
         first = (rec["start_ns"] + llm["time_to_first_token_ns"]) / 1e9
-        out["langfuse.observation.completion_start_time"] = (
+        out[lf.COMPLETION_START] = (
             datetime.fromtimestamp(first, timezone.utc).isoformat().replace("+00:00", "Z"))
     error = rec.get("error")
     if error or rec.get("status") == "error":
-        out["langfuse.observation.level"] = "ERROR"
+        out[lf.LEVEL] = "ERROR"
         if error:
             kind, message = error.get("type") or "", error.get("message") or ""
-            out["langfuse.observation.status_message"] = f"{kind}: {message}" if kind and message else kind or message
+            out[lf.STATUS_MESSAGE] = f"{kind}: {message}" if kind and message else kind or message
     return out
 
 
@@ -138,7 +132,7 @@ class LangfuseExporter(HTTPExporter):
         security.remember([token])  # the encoded pair is as secret as the key: never in logs or status
         return f"Basic {token}"
 
-    def _langfuse(self, rec: Span) -> Attributes:
+    def _langfuse(self, rec: Record) -> Attributes:
         return langfuse_attributes(rec, self._trace_names.get(rec["trace_id"]))
 
     def headers(self, project: str | None) -> dict[str, str]:
@@ -155,7 +149,7 @@ class LangfuseExporter(HTTPExporter):
         return keys + [a.split(" ", 1)[1] for a in self._auth.values()] + (
             [self._default_auth.split(" ", 1)[1]] if self._default_auth else [])
 
-    async def export(self, batch: list[Span]) -> None:
+    async def export(self, batch: list[Record]) -> None:
         """Send `batch`; the root span's name becomes every span's `langfuse.trace.name`."""
         self._trace_names = {rec["trace_id"]: rec["name"] for rec in batch if not rec.get("parent_id")}
         try:

@@ -17,8 +17,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from shipper.component import Context
 from shipper.config import Secret
 from shipper.exporters.http import JSON, PROTOBUF, HTTPCommon, HTTPExporter
-from shipper.exporters.otlp import Encoder, to_json
-from shipper.semconv import PROJECT_NAME, Attributes, genai_attributes, openinference_attributes
+from shipper.otlp.encode import Encoder, to_json
+from shipper.otlp.semconv import PROJECT_NAME, Attributes, genai_attributes, openinference_attributes
 
 __all__ = ["OTLPHTTPExporter", "traces_url"]
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from shipper.component import Context
 from shipper.config import Secret
 from shipper.exporters.http import HTTPCommon, HTTPExporter
-from shipper.exporters.otlp import Encoder
 from shipper.exporters.otlp_http import traces_url
-from shipper.semconv import PROJECT_NAME, Attributes, openinference_attributes
+from shipper.otlp.encode import Encoder
+from shipper.otlp.semconv import PROJECT_NAME, Attributes, openinference_attributes
 
 __all__ = ["PhoenixExporter"]
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from shipper.component import Context
 from shipper.processors.match import Match, Predicate, compile_match, describe_match
-from shipper.record import KINDS, Span
+from shipper.record import KINDS, Record
 
 __all__ = ["Filter", "FilterConfig", "is_ai_span"]
 
@@ -41,7 +41,7 @@ class FilterConfig:
         return problems
 
 
-def is_ai_span(span: Span, kinds: frozenset[str] = frozenset(AI_KINDS)) -> bool:
+def is_ai_span(span: Record, kinds: frozenset[str] = frozenset(AI_KINDS)) -> bool:
     """Whether a span looks like LLM work: an AI kind, an `llm` object, or `gen_ai.*` / `llm.*` attributes."""
     if span.get("kind", "span") in kinds or span.get("llm") is not None:
         return True
@@ -49,7 +49,7 @@ def is_ai_span(span: Span, kinds: frozenset[str] = frozenset(AI_KINDS)) -> bool:
     return bool(attributes) and any(key.startswith(_AI_PREFIXES) for key in attributes)
 
 
-def _is_root(span: Span) -> bool:
+def _is_root(span: Record) -> bool:
     return span.get("parent_id") is None
 
 
@@ -77,13 +77,13 @@ class Filter:
         drops = self.drops
         self.passes = lambda span: not any(d(span) for d in drops) and any(t(span) for t in tests)
 
-    def __call__(self, batch: list[Span]) -> list[Span]:
+    def __call__(self, batch: list[Record]) -> list[Record]:
         passes = self.passes
         kept = [span for span in batch if passes(span)]
         self.counters.drop("filtered", len(batch) - len(kept))
         return kept
 
-    def explain(self, span: Span, trace: list[Span]) -> str:
+    def explain(self, span: Record, trace: list[Record]) -> str:
         """Which rule decides this record, and what happens to it."""
         for i, test in enumerate(self.drops):
             if test(span):

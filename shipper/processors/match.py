@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from shipper.record import KINDS, STATUSES, Span
+from shipper.record import KINDS, STATUSES, Record
 
 __all__ = ["Match", "Predicate", "compile_match", "describe_match"]
 
-Predicate = Callable[[Span], bool]
+Predicate = Callable[[Record], bool]
 
 Globs = str | list[str] | None
 
@@ -92,7 +92,7 @@ def _value_test(section: str, key: str, wanted: Any) -> Predicate:
     if isinstance(wanted, str):
         test = _glob([wanted])
 
-        def text(span: Span) -> bool:
+        def text(span: Record) -> bool:
             value = (span.get(section) or {}).get(key)
             return value is not None and test(value if isinstance(value, str) else str(value))
         return text

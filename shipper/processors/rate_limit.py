@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from shipper.component import Context
-from shipper.record import Span
+from shipper.record import Record
 
 __all__ = ["RateLimit", "RateLimitConfig"]
 
@@ -61,7 +61,7 @@ class RateLimit:
         while len(self.buckets) >= self.max_services:
             del self.buckets[next(iter(self.buckets))]
 
-    def __call__(self, batch: list[Span]) -> list[Span]:
+    def __call__(self, batch: list[Record]) -> list[Record]:
         now = self.clock()
         kept = []
         for span in batch:
@@ -76,7 +76,7 @@ class RateLimit:
         self.counters.drop("rate_limited", len(batch) - len(kept))
         return kept
 
-    def explain(self, span: Span, trace: list[Span]) -> str:
+    def explain(self, span: Record, trace: list[Record]) -> str:
         """The bucket this record draws from."""
         service = span.get("service") or "(no service)"
         return (f"kept while service {service!r} sends under {self.rate:g} spans/s (bursts of {self.burst:g}); "

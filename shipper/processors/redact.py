@@ -28,7 +28,7 @@ from typing import Any
 
 from shipper.component import Context
 from shipper.processors.walk import STRUCTURAL, changed_paths, map_items
-from shipper.record import Span
+from shipper.record import Record
 
 __all__ = ["BUILTIN_PATTERNS", "Redact", "RedactConfig"]
 
@@ -201,7 +201,7 @@ class Redact:
             return map_items(value, self.value)
         return value
 
-    def record(self, span: Span) -> Span:
+    def record(self, span: Record) -> Record:
         """The record redacted: `span` itself when nothing matched, else a copy on write."""
         out = None
         for key, item in span.items():
@@ -217,11 +217,11 @@ class Redact:
         self.counters.add("redacted")
         return out
 
-    def __call__(self, batch: list[Span]) -> list[Span]:
+    def __call__(self, batch: list[Record]) -> list[Record]:
         record = self.record
         return [record(span) for span in batch]
 
-    def explain(self, span: Span, trace: list[Span]) -> str:
+    def explain(self, span: Record, trace: list[Record]) -> str:
         """Which fields this record would have masked, and by what."""
         changes = changed_paths(span, self.record(span))
         if not changes:

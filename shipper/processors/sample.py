@@ -20,7 +20,7 @@ from typing import Any
 from shipper.component import Context
 from shipper.processors.match import Match, Predicate, compile_match, describe_match
 from shipper.processors.tail import TailConfig
-from shipper.record import Span
+from shipper.record import Record
 
 __all__ = ["HeadPolicy", "HeadSampler", "Sample", "SampleConfig", "SampleRule", "trace_fraction"]
 
@@ -72,7 +72,7 @@ class HeadPolicy:
     def _limit(rate: float) -> int:
         return int(rate * _SCALE) if rate < 1.0 else 1 << 64
 
-    def rule_index(self, span: Span) -> int:
+    def rule_index(self, span: Record) -> int:
         """The index of the first rule matching `span`; len(rules) when none does."""
         for i, test in enumerate(self.tests):
             if test(span):
@@ -84,7 +84,7 @@ class HeadPolicy:
         limit = self.limits[rule] if rule < len(self.limits) else self.default_limit
         return self.hash(trace_id) < limit
 
-    def describe(self, span: Span, rule: int | None = None) -> str:
+    def describe(self, span: Record, rule: int | None = None) -> str:
         """Which rule applies to `span` and what it decides, as a sentence for --explain."""
         rule = self.rule_index(span) if rule is None else rule
         fraction = self.hash(span["trace_id"]) / _SCALE
@@ -108,10 +108,10 @@ class HeadSampler:
         self.decisions: OrderedDict[str, bool] = OrderedDict()
         self.decide = self._remembered if config.rules and config.decision_cache else self._stateless
 
-    def _stateless(self, span: Span) -> bool:
+    def _stateless(self, span: Record) -> bool:
         return self.policy.keeps(span["trace_id"], self.policy.rule_index(span))
 
-    def _remembered(self, span: Span) -> bool:
+    def _remembered(self, span: Record) -> bool:
         trace_id = span["trace_id"]
         keep = self.decisions.get(trace_id)
         if keep is None:
@@ -120,13 +120,13 @@ class HeadSampler:
                 self.decisions.popitem(last=False)
         return keep
 
-    def __call__(self, batch: list[Span]) -> list[Span]:
+    def __call__(self, batch: list[Record]) -> list[Record]:
         decide = self.decide
         kept = [span for span in batch if decide(span)]
         self.counters.drop("sampled", len(batch) - len(kept))
         return kept
 
-    def explain(self, span: Span, trace: list[Span]) -> str:
+    def explain(self, span: Record, trace: list[Record]) -> str:
         """Which rule applies to this record and whether its trace is kept."""
         first = trace[0] if trace else span
         if self.decide == self._remembered and first["span_id"] != span["span_id"]:

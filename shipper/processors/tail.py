@@ -32,7 +32,7 @@ import orjson
 from shipper.component import Context
 from shipper.config import ByteSize, Duration
 from shipper.processors.match import Match, compile_match, describe_match
-from shipper.record import Span
+from shipper.record import Record
 
 __all__ = ["TailConfig", "TailSampler"]
 
@@ -112,8 +112,8 @@ class TailSampler:
 
     # -- intake -------------------------------------------------------------------------------------
 
-    def __call__(self, batch: list[Span]) -> list[Span]:
-        out: list[Span] = []
+    def __call__(self, batch: list[Record]) -> list[Record]:
+        out: list[Record] = []
         ready: list[str] = []
         now = self.clock()
         late_dropped = 0
@@ -142,7 +142,7 @@ class TailSampler:
         out.extend(self._evict())
         return out
 
-    def _add(self, held: _Held, span: Span) -> None:
+    def _add(self, held: _Held, span: Record) -> None:
         blob = memoryview(orjson.dumps(span)).tobytes()  # orjson's own bytes keep a 4 KiB buffer each
         held.spans.append(blob)
         size = len(blob) + SPAN_OVERHEAD
@@ -166,8 +166,8 @@ class TailSampler:
         if span.get("parent_id") is None:
             held.root = True
 
-    def _evict(self) -> list[Span]:
-        out: list[Span] = []
+    def _evict(self) -> list[Record]:
+        out: list[Record] = []
         while self.held and (len(self.held) > self.max_traces or self.held_bytes > self.max_bytes):
             trace_id, held = self.held.popitem(last=False)
             out.extend(self._decide(trace_id, held, "decided_early"))
@@ -189,7 +189,7 @@ class TailSampler:
             return "rule"
         return "rate" if self.head.keeps(trace_id, held.rule) else None
 
-    def _decide(self, trace_id: str, held: _Held, how: str) -> list[Span]:
+    def _decide(self, trace_id: str, held: _Held, how: str) -> list[Record]:
         self.held_bytes -= held.size
         self.counters.add(how)
         reason = self.reason(trace_id, held)
@@ -202,9 +202,9 @@ class TailSampler:
         self.counters.add(f"kept_{reason}")
         return [orjson.loads(blob) for blob in held.spans]
 
-    def flush(self, force: bool = False) -> list[Span]:
+    def flush(self, force: bool = False) -> list[Record]:
         """Decide the traces held longer than `decision_wait` (every trace when `force`)."""
-        out: list[Span] = []
+        out: list[Record] = []
         deadline = self.clock() - self.wait
         while self.held:
             trace_id, held = next(iter(self.held.items()))
@@ -220,7 +220,7 @@ class TailSampler:
         self.decided.clear()
         self.held_bytes = 0
 
-    def explain(self, span: Span, trace: list[Span]) -> str:
+    def explain(self, span: Record, trace: list[Record]) -> str:
         """What this trace (the records given) would be decided, and why."""
         held = _Held(0.0, self.no_rule)
         for other in trace:

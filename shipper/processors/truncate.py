@@ -20,7 +20,7 @@ import orjson
 from shipper.component import Context
 from shipper.config import ByteSize
 from shipper.processors.walk import STRUCTURAL, changed_paths, map_items
-from shipper.record import Span
+from shipper.record import Record
 
 __all__ = ["Truncate", "TruncateConfig", "cut"]
 
@@ -76,7 +76,7 @@ def _capped(value: Any, limit: int) -> Any:
     return value
 
 
-def _cap_fields(span: Span, limit: int) -> Span:
+def _cap_fields(span: Record, limit: int) -> Record:
     out = None
     for key, item in span.items():
         if key in STRUCTURAL:
@@ -110,7 +110,7 @@ _SHRINK: dict[str, Any] = {
 """How each bulky field is replaced when capping strings was not enough, keeping the record's shape."""
 
 
-def _size(span: Span) -> int:
+def _size(span: Record) -> int:
     return len(orjson.dumps(span))
 
 
@@ -124,7 +124,7 @@ class Truncate:
         self.max_value = config.max_value_bytes
         self.max_record = config.max_record_bytes
 
-    def record(self, span: Span) -> Span | None:
+    def record(self, span: Record) -> Record | None:
         """The record within both caps, or None if it cannot be made to fit."""
         if _size(span) <= self.max_value:  # the common case: no value can be over the cap
             return span
@@ -150,7 +150,7 @@ class Truncate:
                     break
         return out if size <= self.max_record else None
 
-    def __call__(self, batch: list[Span]) -> list[Span]:
+    def __call__(self, batch: list[Record]) -> list[Record]:
         out = []
         for span in batch:
             new = self.record(span)
@@ -159,7 +159,7 @@ class Truncate:
         self.counters.drop("too_large", len(batch) - len(out))
         return out
 
-    def explain(self, span: Span, trace: list[Span]) -> str:
+    def explain(self, span: Record, trace: list[Record]) -> str:
         """Which fields would be cut, or that the record fits."""
         new = self.record(span)
         if new is None:

@@ -7,7 +7,7 @@ Point an unmodified app at it (`OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:431
     POST /api/public/otel/v1/traces    the same, where Langfuse's SDK sends it
     Content-Type: application/x-protobuf | application/json;  Content-Encoding: gzip | identity
 
-Each span becomes a record v1 through `shipper.otlp_decode` (the mapping `shipper.otel` uses too) and
+Each span becomes a record v1 through `shipper.otlp.decode` (the mapping `shipper.otel` uses too) and
 goes down the same pipeline as the socket's records. A span that is not a valid record (a zero or
 missing id, end before start, ...) is set aside as malformed and reported back in the OTLP response's
 `partial_success` (`rejected_spans`, `error_message`); the others are taken. Answers:
@@ -44,7 +44,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from shipper.component import Context, Deliver, Intake
 from shipper.config import ByteSize, Duration
 from shipper.errors import ConfigError, RecordError
-from shipper.otlp_decode import from_request, to_record
+from shipper.otlp.decode import from_request, to_record
 from shipper.record import Reject, validate
 
 __all__ = ["OTLPHTTPReceiver", "parse_endpoint"]

@@ -1,4 +1,4 @@
-"""OpenTelemetry spans → record v1: the reverse of `shipper.semconv`, shared by every OTel intake.
+"""OpenTelemetry spans → record v1: the reverse of `shipper.otlp.semconv`, shared by every OTel intake.
 
 `shipper.otel` (spans of the app's own OpenTelemetry SDK) and the `otlp_http` receiver (OTLP protobuf or
 JSON from any process) both describe a span as an `OTelSpan` and call `to_record`, so the same span gives
@@ -32,8 +32,9 @@ from typing import Any
 
 import orjson
 
-from shipper import semconv as sc
-from shipper.record import KINDS, MAX_KEY_CHARS, Span
+from shipper.otlp import langfuse as lf
+from shipper.otlp import semconv as sc
+from shipper.record import KINDS, MAX_KEY_CHARS, Record
 
 __all__ = ["OTelSpan", "clean_attributes", "clean_value", "from_request", "lift", "to_record"]
 
@@ -43,25 +44,11 @@ OTEL_KINDS = ("internal", "internal", "server", "client", "producer", "consumer"
 STATUS_CODES = ("unset", "ok", "error")
 """OTLP `Status.StatusCode` numbers → record `status`."""
 
-# Langfuse's own attributes (what its SDK sends; shipper.exporters.langfuse writes the same names).
-LF_TYPE = "langfuse.observation.type"
-LF_INPUT, LF_OUTPUT = "langfuse.observation.input", "langfuse.observation.output"
-LF_MODEL, LF_PARAMS = "langfuse.observation.model.name", "langfuse.observation.model.parameters"
-LF_USAGE, LF_COST = "langfuse.observation.usage_details", "langfuse.observation.cost_details"
-LF_COMPLETION_START = "langfuse.observation.completion_start_time"
-LF_SESSION, LF_USER, LF_TAGS = "langfuse.session.id", "langfuse.user.id", "langfuse.trace.tags"
-LF_METADATA = ("langfuse.trace.metadata.", "langfuse.observation.metadata.")
-LF_KINDS = {"generation": "llm", "embedding": "embedding", "agent": "agent", "tool": "tool", "chain": "chain",
-            "retriever": "retriever", "guardrail": "guardrail", "evaluator": "evaluator"}
-LF_USAGE_KEYS = {"input": "input_tokens", "output": "output_tokens", "total": "total_tokens",
-                 "cache_read_input_tokens": "cache_read_tokens", "input_cached_tokens": "cache_read_tokens",
-                 "reasoning_tokens": "reasoning_tokens", "output_reasoning_tokens": "reasoning_tokens"}
-
 GENAI_KINDS = {"chat": "llm", "text_completion": "llm", "generate_content": "llm", "completion": "llm",
                "embeddings": "embedding", "execute_tool": "tool", "invoke_agent": "agent", "create_agent": "agent"}
 """`gen_ai.operation.name` → record kind."""
 GENAI_USAGE_OLD = {"gen_ai.usage.prompt_tokens": "input_tokens", "gen_ai.usage.completion_tokens": "output_tokens"}
-USER_IDS = (sc.USER_ID, LF_USER, "enduser.id")
+USER_IDS = (sc.USER_ID, lf.USER, "enduser.id")
 _PARAM_OF = {name: key for key, name in sc.GENAI_PARAMS.items()}
 _USAGE_OF = {name: key for key, name in (*sc.GENAI_USAGE.items(), *sc.OI_TOKENS.items())}
 _MESSAGE_KEY = re.compile(r"llm\.(input|output)_messages\.(\d+)\.message\.(.+)")
@@ -238,9 +225,9 @@ def _kind(attrs: Mapping[str, Any]) -> str:
     oi = attrs.get(sc.SPAN_KIND)
     if isinstance(oi, str) and oi.lower() in KINDS:
         return oi.lower()
-    lf = LF_KINDS.get(attrs.get(LF_TYPE))  # type: ignore[arg-type]
-    if lf:
-        return lf
+    langfuse_kind = lf.KINDS.get(attrs.get(lf.TYPE))  # type: ignore[arg-type]
+    if langfuse_kind:
+        return langfuse_kind
     return GENAI_KINDS.get(attrs.get(sc.OPERATION_NAME), "span")  # type: ignore[arg-type]
 
 
@@ -256,9 +243,9 @@ def _usage(attrs: Mapping[str, Any]) -> dict[str, int]:
             count = _count(attrs[name])
             if count is not None:
                 usage[key] = count
-    details = _json(attrs.get(LF_USAGE))
+    details = _json(attrs.get(lf.USAGE))
     if isinstance(details, dict):
-        for name, key in LF_USAGE_KEYS.items():
+        for name, key in lf.USAGE_KEYS.items():
             count = _count(details.get(name))
             if count is not None:
                 usage.setdefault(key, count)
@@ -266,7 +253,7 @@ def _usage(attrs: Mapping[str, Any]) -> dict[str, int]:
 
 
 def _params(attrs: Mapping[str, Any]) -> dict[str, Any] | None:
-    for name in (sc.INVOCATION_PARAMETERS, LF_PARAMS):
+    for name in (sc.INVOCATION_PARAMETERS, lf.PARAMS):
         params = _json(attrs.get(name))
         if isinstance(params, dict) and params:
             return params
@@ -278,7 +265,7 @@ def _ttft_ns(attrs: Mapping[str, Any], start_ns: int) -> int | None:
     seconds = attrs.get(sc.TIME_TO_FIRST_CHUNK)
     if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds >= 0:
         return int(round(seconds * 1e9))
-    stamp = attrs.get(LF_COMPLETION_START)
+    stamp = attrs.get(lf.COMPLETION_START)
     if isinstance(stamp, str) and stamp:
         try:
             first = datetime.fromisoformat(stamp.replace("Z", "+00:00").strip('"')).timestamp()
@@ -292,7 +279,7 @@ def _ttft_ns(attrs: Mapping[str, Any], start_ns: int) -> int | None:
 def _llm(attrs: Mapping[str, Any], start_ns: int) -> dict[str, Any]:
     llm: dict[str, Any] = {}
     model = (_text(attrs.get(sc.MODEL_NAME)) or _text(attrs.get(sc.EMBEDDING_MODEL_NAME))
-             or _text(attrs.get(LF_MODEL)) or _text(attrs.get(sc.REQUEST_MODEL)))
+             or _text(attrs.get(lf.MODEL)) or _text(attrs.get(sc.REQUEST_MODEL)))
     if model:
         llm["model"] = model
     response_model = _text(attrs.get(sc.RESPONSE_MODEL)) or _text(attrs.get("llm.response.model_name"))
@@ -320,7 +307,7 @@ def _llm(attrs: Mapping[str, Any], start_ns: int) -> dict[str, Any]:
     if cost is None:
         cost = _cost(attrs.get("gen_ai.usage.cost"))
     if cost is None:
-        details = _json(attrs.get(LF_COST))
+        details = _json(attrs.get(lf.COST))
         cost = _cost(details.get("total")) if isinstance(details, dict) else None
     if cost is not None:
         llm["cost_usd"] = cost
@@ -345,7 +332,7 @@ def _value(attrs: Mapping[str, Any], value_key: str, mime_key: str, langfuse_key
 
 
 def _tags(attrs: Mapping[str, Any]) -> list[str] | None:
-    for name in (sc.TAGS, LF_TAGS):
+    for name in (sc.TAGS, lf.TAGS):
         tags = _json(attrs.get(name))
         if isinstance(tags, str) and tags:
             return [tags]
@@ -360,12 +347,12 @@ def lift(attrs: Mapping[str, Any], start_ns: int = 0) -> dict[str, Any]:
     llm = _llm(attrs, start_ns)
     if llm:
         out["llm"] = llm
-    for side, keys in (("input", (sc.INPUT_VALUE, sc.INPUT_MIME, LF_INPUT)),
-                       ("output", (sc.OUTPUT_VALUE, sc.OUTPUT_MIME, LF_OUTPUT))):
+    for side, keys in (("input", (sc.INPUT_VALUE, sc.INPUT_MIME, lf.INPUT)),
+                       ("output", (sc.OUTPUT_VALUE, sc.OUTPUT_MIME, lf.OUTPUT))):
         value = _value(attrs, *keys)
         if value is not None:
             out[side] = value
-    session = _text(attrs.get(sc.SESSION_ID)) or _text(attrs.get(LF_SESSION)) or _text(attrs.get(sc.CONVERSATION_ID))
+    session = _text(attrs.get(sc.SESSION_ID)) or _text(attrs.get(lf.SESSION)) or _text(attrs.get(sc.CONVERSATION_ID))
     if session:
         out["session_id"] = session
     user = next((str(attrs[k]) for k in USER_IDS if _text(attrs.get(k))), None)
@@ -377,7 +364,7 @@ def lift(attrs: Mapping[str, Any], start_ns: int = 0) -> dict[str, Any]:
     metadata = _json(attrs.get(sc.METADATA))
     metadata = dict(metadata) if isinstance(metadata, dict) else {}
     for key, value in attrs.items():
-        if key.startswith(LF_METADATA):
+        if key.startswith(lf.METADATA):
             metadata.setdefault(key.split(".", 3)[3], _json(value))
     if metadata:
         out["metadata"] = metadata
@@ -399,7 +386,7 @@ def _error(span: OTelSpan, events: list[dict[str, Any]]) -> dict[str, str]:
     return {"type": str(kind or "Error"), "message": span.status_message}
 
 
-def to_record(span: OTelSpan, service: str | None = None) -> Span:
+def to_record(span: OTelSpan, service: str | None = None) -> Record:
     """A record v1 for `span`; `service` stands in for a resource without a real `service.name`."""
     raw = dict(span.attributes)  # one copy: SDK attribute mappings are slow to read key by key
     attributes = clean_attributes(raw)
@@ -408,7 +395,7 @@ def to_record(span: OTelSpan, service: str | None = None) -> Span:
         if span.scope_version:
             attributes.setdefault(SCOPE_VERSION, span.scope_version)
     name = span.name[:1024] if span.name else "unnamed"
-    record: Span = {"v": 1, "trace_id": span.trace_id, "span_id": span.span_id, "name": name,
+    record: Record = {"v": 1, "trace_id": span.trace_id, "span_id": span.span_id, "name": name,
                     "start_ns": span.start_ns, "end_ns": span.end_ns}
     if span.parent_id:
         record["parent_id"] = span.parent_id

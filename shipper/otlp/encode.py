@@ -35,8 +35,9 @@ from opentelemetry.proto.common.v1.common_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
-from shipper.record import Span
-from shipper.semconv import SERVICE_NAME, Attributes, json_text
+from shipper.client.fields import TRACE_FIELDS
+from shipper.otlp.semconv import SERVICE_NAME, Attributes, json_text
+from shipper.record import Record
 
 __all__ = [
     "AttributeMapper",
@@ -51,11 +52,12 @@ __all__ = [
     "to_json",
 ]
 
-AttributeMapper = Callable[[Span], Attributes]
+AttributeMapper = Callable[[Record], Attributes]
 ResourceMapper = Callable[[str | None], Attributes]
 
 SCOPE = InstrumentationScope(name="shipper", version="0.1.0")
-TRACE_WIDE = ("session_id", "user_id", "tags")
+TRACE_WIDE = tuple(key for key in TRACE_FIELDS if key != "project")
+"""Copied across a trace's spans; `project` is not: each span's own project picks where it is sent."""
 _KINDS = {
     "internal": PbSpan.SPAN_KIND_INTERNAL, "server": PbSpan.SPAN_KIND_SERVER,
     "client": PbSpan.SPAN_KIND_CLIENT, "producer": PbSpan.SPAN_KIND_PRODUCER,
@@ -132,7 +134,7 @@ def key_values(attributes: dict[str, Any]) -> list[KeyValue]:
     return [KeyValue(key=str(k), value=any_value(v)) for k, v in attributes.items() if v is not None]
 
 
-def fill_trace_wide(batch: list[Span]) -> list[Span]:
+def fill_trace_wide(batch: list[Record]) -> list[Record]:
     """Copy trace-wide fields found on any span of a trace onto its spans that lack them (new dicts)."""
     found: dict[str, dict[str, Any]] = {}
     for rec in batch:
@@ -149,15 +151,15 @@ def fill_trace_wide(batch: list[Span]) -> list[Span]:
     return out
 
 
-def group_by_project(batch: list[Span], default: str | None = None) -> dict[str | None, list[Span]]:
+def group_by_project(batch: list[Record], default: str | None = None) -> dict[str | None, list[Record]]:
     """Spans by their `project` (or `default` when they have none), in first-seen order."""
-    groups: dict[str | None, list[Span]] = {}
+    groups: dict[str | None, list[Record]] = {}
     for rec in batch:
         groups.setdefault(rec.get("project") or default, []).append(rec)
     return groups
 
 
-def _add_events(events: Any, rec: Span) -> None:
+def _add_events(events: Any, rec: Record) -> None:
     for e in rec.get("events") or ():
         event = events.add(name=str(e.get("name", "")), time_unix_nano=int(e.get("time_ns") or rec["end_ns"]))
         add_attributes(event.attributes, e.get("attributes") or {})
@@ -169,7 +171,7 @@ def _add_events(events: Any, rec: Span) -> None:
                                           "exception.stacktrace": error.get("stack")})
 
 
-def _status(rec: Span) -> Status:
+def _status(rec: Record) -> Status:
     error = rec.get("error")
     if error:
         kind, message = error.get("type") or "", error.get("message") or ""
@@ -185,7 +187,7 @@ class Encoder:
         self.mappers = tuple(mappers)
         self.resource = resource
 
-    def attributes(self, rec: Span) -> Attributes:
+    def attributes(self, rec: Record) -> Attributes:
         """Every mapped attribute of a record, the record's raw `attributes` last."""
         out: Attributes = {}
         for mapper in self.mappers:
@@ -193,13 +195,13 @@ class Encoder:
         out.update(rec.get("attributes") or {})
         return out
 
-    def span(self, rec: Span) -> PbSpan:
+    def span(self, rec: Record) -> PbSpan:
         """One record as an OTLP span."""
         out = PbSpan()
         self.fill(out, rec)
         return out
 
-    def fill(self, span: PbSpan, rec: Span) -> None:
+    def fill(self, span: PbSpan, rec: Record) -> None:
         """Write one record into an (empty, usually just added) OTLP span."""
         parent = rec.get("parent_id")
         span.trace_id = bytes.fromhex(rec["trace_id"])
@@ -217,7 +219,7 @@ class Encoder:
             add_attributes(link.attributes, lk.get("attributes") or {})
         span.status.CopyFrom(_status(rec))
 
-    def resource_attributes(self, rec: Span, project: str | None) -> Attributes:
+    def resource_attributes(self, rec: Record, project: str | None) -> Attributes:
         """The resource of a record: service.name, the record's resource, the exporter's extras."""
         out: Attributes = {}
         if rec.get("service"):
@@ -227,9 +229,9 @@ class Encoder:
             out.update(self.resource(project))
         return out
 
-    def request(self, records: Iterable[Span], project: str | None = None) -> ExportTraceServiceRequest:
+    def request(self, records: Iterable[Record], project: str | None = None) -> ExportTraceServiceRequest:
         """One export request; records sharing a resource share a ResourceSpans."""
-        by_resource: dict[bytes, tuple[Attributes, list[Span]]] = {}
+        by_resource: dict[bytes, tuple[Attributes, list[Record]]] = {}
         for rec in records:
             resource = self.resource_attributes(rec, project)
             key = orjson.dumps(resource, default=str, option=orjson.OPT_SORT_KEYS)

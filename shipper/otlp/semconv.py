@@ -25,7 +25,7 @@ session_id             gen_ai.conversation.id                  session.id
 user_id                -                                       user.id
 tags                   -                                       tag.tags
 metadata               -                                       metadata (JSON)
-error.type             error.type                              (exception event, see shipper.exporters.otlp)
+error.type             error.type                              (exception event, see shipper.otlp.encode)
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from shipper.record import Span
+from shipper.record import Record
 
 __all__ = [
     "AGENT_NAME",
@@ -211,7 +211,7 @@ def genai_messages(messages: list[Any], output: bool = False) -> str:
     return json_text(converted)
 
 
-def genai_attributes(rec: Span) -> Attributes:
+def genai_attributes(rec: Record) -> Attributes:
     """The OTel GenAI (`gen_ai.*`) attributes of a record."""
     out: Attributes = {}
     kind = rec.get("kind", "span")
@@ -296,7 +296,7 @@ def _oi_messages(prefix: str, messages: list[Any], out: Attributes) -> None:
                     arguments if isinstance(arguments, str) else json_text(arguments))
 
 
-def openinference_attributes(rec: Span) -> Attributes:
+def openinference_attributes(rec: Record) -> Attributes:
     """The OpenInference attributes of a record (what Phoenix reads)."""
     kind = rec.get("kind", "span")
     out: Attributes = {SPAN_KIND: OPENINFERENCE_KIND.get(kind, "UNKNOWN")}
