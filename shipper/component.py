@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from shipper.record import Record, Reject
+from shipper.record import MAX_RECORD_BYTES, Record, Reject
 from shipper.stats import Counters
 
 __all__ = ["Context", "Deliver", "Exporter", "Intake", "Processor", "Receiver"]
@@ -45,7 +45,7 @@ class Context:
     name: str
     state_dir: Path
     counters: Counters
-    max_record_bytes: int = 16 * 1024 * 1024
+    max_record_bytes: int = MAX_RECORD_BYTES
 
 
 class Receiver(Protocol):

@@ -1,6 +1,7 @@
 """Configuration: YAML with `${VAR}` substitution, built into dataclasses, every problem collected.
 
-Each component declares its settings as a `@dataclass(kw_only=True)` named `Config` on its class; the
+The loader alone: value types are in `shipper.values`, shared settings in `shipper.settings`. Each
+component declares its settings as a `@dataclass(kw_only=True)` named `Config` on its class; the
 defaults there are the only defaults (mirrored in config.example.yaml). `load_config` reads the file,
 substitutes environment variables in string values (`${VAR}`, `${VAR:-default}`; a value that is only a
 reference is re-read as YAML, so `${PORT}` can fill an integer), and builds the dataclasses. Problems are
@@ -23,138 +24,32 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_typ
 import yaml
 
 from shipper import registry
-from shipper.client.paths import resolve_state_dir
 from shipper.errors import ConfigError
+from shipper.settings import DeliveryConfig, Settings
+from shipper.values import Secret
 
 __all__ = [
-    "BatchConfig",
-    "ByteSize",
     "ComponentSpec",
     "Config",
-    "Duration",
-    "ExporterCommon",
-    "MetricsConfig",
-    "QueueConfig",
-    "RetryConfig",
-    "Secret",
     "build_dataclass",
+    "build_exporter_config",
     "load_config",
     "parse_config",
 ]
 
-Duration = Annotated[float, "duration"]
-"""Seconds; YAML may say `250ms`, `5s`, `2m`, `1h` or a plain number of seconds."""
-ByteSize = Annotated[int, "bytes"]
-"""Bytes; YAML may say `512KiB`, `16MiB`, `1GiB`, `10MB` or a plain integer."""
-
-MiB = 1024 * 1024
-
-
-class Secret:
-    """A string that never prints: `str()` and `repr()` give `***`; `reveal()` gives the value."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """The secret itself, for the one place that sends it."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    def __str__(self) -> str:
-        return "***"
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-
-@dataclass(kw_only=True)
-class BatchConfig:
-    """When a batch is full: whichever of span count, bytes or delay comes first."""
-
-    max_spans: int = field(default=512, metadata={"min": 1})
-    max_bytes: ByteSize = field(default=4 * MiB, metadata={"min": 1024})
-    max_delay: Duration = field(default=0.2, metadata={"min": 0})
-
-
-@dataclass(kw_only=True)
-class QueueConfig:
-    """An exporter's durable on-disk queue."""
-
-    max_bytes: ByteSize = field(default=256 * MiB, metadata={"min": 64 * 1024})
-    when_full: Literal["drop_oldest", "drop_newest", "block"] = "drop_oldest"
-    fsync: Literal["always", "interval", "never"] = "interval"
-
-
-@dataclass(kw_only=True)
-class RetryConfig:
-    """Exponential backoff with jitter between attempts; `max_elapsed: 0` retries forever."""
-
-    initial_interval: Duration = field(default=1.0, metadata={"min": 0})
-    max_interval: Duration = field(default=30.0, metadata={"min": 0})
-    max_elapsed: Duration = field(default=0.0, metadata={"min": 0})
-
-
-@dataclass(kw_only=True)
-class ExporterCommon:
-    """Keys every exporter takes (SPEC §5); each exporter's `Config` subclasses this."""
-
-    queue: QueueConfig = field(default_factory=QueueConfig)
-    retry: RetryConfig = field(default_factory=RetryConfig)
-    timeout: Duration = field(default=10.0, metadata={"min": 0.001})
-    batch: BatchConfig = field(default_factory=lambda: BatchConfig(max_delay=1.0))
-
-
-@dataclass(kw_only=True)
-class MetricsConfig:
-    """The Prometheus endpoint: `host:port` on a loopback address; empty (the default) serves none."""
-
-    endpoint: str = ""
-
-    def check(self) -> list[str]:
-        if not self.endpoint:
-            return []
-        host, sep, port = self.endpoint.rpartition(":")
-        host = host.strip("[]")
-        if not sep or not port.isdigit() or int(port) > 65535:
-            return [f"endpoint: expected host:port like 127.0.0.1:9464, got {self.endpoint!r}"]
-        if host != "localhost" and not (host.startswith("127.") or host == "::1"):
-            return [f"endpoint: metrics are served on a loopback address only (127.0.0.1, ::1, localhost), "
-                    f"got {host!r}; put a proxy in front to expose them"]
-        return []
-
-
 @dataclass
 class ComponentSpec:
-    """One configured component: its name, registered type, built config and own processors."""
+    """One configured component: its name, registered type, built config and own processors.
+
+    An exporter's `delivery` (its `queue`, `retry` and `batch` keys) is kept apart from its `config`: the
+    sink and the delivery worker read it, the exporter never sees it.
+    """
 
     name: str
     type: str
     config: Any
     processors: list[ComponentSpec] = field(default_factory=list)
-
-
-@dataclass(kw_only=True)
-class Settings:
-    """The top-level keys besides receivers, processors and exporters."""
-
-    state_dir: Path = field(default_factory=lambda: Path(resolve_state_dir()))
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    shutdown_timeout: Duration = field(default=10.0, metadata={"min": 0})
-    control_socket: str = ""
-    max_record_bytes: ByteSize = field(default=16 * MiB, metadata={"min": 1024})
-    batch: BatchConfig = field(default_factory=BatchConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    delivery: DeliveryConfig | None = None
 
 
 @dataclass
@@ -328,8 +223,11 @@ def _bytesize(value: Any, path: str, problems: list[str]) -> int | None:
     return int(float(match.group(1)) * _SIZE_UNITS.get(unit, 1))
 
 
-def build_dataclass(cls: type, data: Any, path: str, problems: list[str]) -> Any:
-    """Build dataclass `cls` from mapping `data`, appending every problem found (with its key path)."""
+def build_dataclass(cls: type, data: Any, path: str, problems: list[str], also_known: typing.Iterable[str] = ()) -> Any:
+    """Build dataclass `cls` from mapping `data`, appending every problem found (with its key path).
+
+    `also_known` are keys another dataclass takes from the same mapping, offered in "did you mean".
+    """
     prefix = f"{path}." if path else ""
     if data is None:
         data = {}
@@ -341,7 +239,7 @@ def build_dataclass(cls: type, data: Any, path: str, problems: list[str]) -> Any
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in fields:
-            problems.append(f"{prefix}{key}: unknown key{_did_you_mean(str(key), fields)}")
+            problems.append(f"{prefix}{key}: unknown key{_did_you_mean(str(key), [*fields, *also_known])}")
             continue
         kwargs[key] = _convert(hints[key], value, f"{prefix}{key}", fields[key].metadata, problems)
     missing = [name for name, f in fields.items()
@@ -378,8 +276,23 @@ def _component(section: str, name: str, data: Any, path: str, problems: list[str
     if section == "exporters" and "processors" in data:
         own_processors = _processor_list(data.pop("processors"), f"{path}.processors", problems)
     cls = registry.load(section, type_name)
+    if section == "exporters":
+        config, delivery = build_exporter_config(cls.Config, data, path, problems)
+        return ComponentSpec(name=name, type=type_name, config=config, processors=own_processors,
+                             delivery=delivery)
     config = build_dataclass(cls.Config, data, path, problems)
     return ComponentSpec(name=name, type=type_name, config=config, processors=own_processors)
+
+
+_DELIVERY_KEYS = tuple(f.name for f in dataclasses.fields(DeliveryConfig))
+
+
+def build_exporter_config(cls: type, data: Any, path: str, problems: list[str]) -> tuple[Any, DeliveryConfig]:
+    """An exporter's own `Config` and its `DeliveryConfig`, from the one mapping YAML gives for it."""
+    data = dict(data) if isinstance(data, dict) else data
+    delivery_data = {key: data.pop(key) for key in _DELIVERY_KEYS if key in data} if isinstance(data, dict) else {}
+    delivery = build_dataclass(DeliveryConfig, delivery_data, path, problems) or DeliveryConfig()
+    return build_dataclass(cls, data, path, problems, also_known=_DELIVERY_KEYS), delivery
 
 
 def _processor_list(data: Any, path: str, problems: list[str]) -> list[ComponentSpec]:

@@ -36,10 +36,10 @@ from typing import Any
 import anyio
 from tenacity import AsyncRetrying, RetryCallState
 
-from shipper.config import ExporterCommon
 from shipper.deadletter import DeadLetters
 from shipper.errors import ExportError, PermanentExportError, RetryableExportError
 from shipper.queue import DiskQueue, Item
+from shipper.settings import DeliveryConfig
 from shipper.stats import Counters
 
 __all__ = ["Delivery", "backoff"]
@@ -68,7 +68,7 @@ class Delivery:
     """The delivery worker of one exporter."""
 
     def __init__(self, name: str, exporter: Any, queue: DiskQueue, deadletters: DeadLetters,
-                 config: ExporterCommon, counters: Counters) -> None:
+                 config: DeliveryConfig, counters: Counters) -> None:
         self.name = name
         self.exporter = exporter
         self.queue = queue

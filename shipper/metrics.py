@@ -43,6 +43,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from shipper.errors import ConfigError
+from shipper.version import VERSION
 
 if TYPE_CHECKING:
     from shipper.pipeline import Pipeline
@@ -140,18 +141,8 @@ class PipelineCollector:
         yield GaugeMetricFamily("shipper_uptime_seconds", "Seconds since the daemon started.",
                                 value=float(status.get("uptime_s", 0)))
         info = GaugeMetricFamily("shipper_info", "The running shipper.", labels=["version", "config"])
-        info.add_metric([_version(), str(status.get("config", ""))], 1)
+        info.add_metric([VERSION, str(status.get("config", ""))], 1)
         yield info
-
-
-@functools.lru_cache(maxsize=1)
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("shipper")
-    except Exception:  # not installed (running from a checkout)
-        return "unknown"
 
 
 def _timed(name: str, export: Callable[..., Any]) -> Callable[..., Any]:

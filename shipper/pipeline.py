@@ -43,6 +43,7 @@ from shipper.component import Context, Intake
 from shipper.config import Config, load_config
 from shipper.errors import ConfigError
 from shipper.rejects import RejectLog
+from shipper.settings import DeliveryConfig
 from shipper.sink import QueuedSink
 from shipper.stats import Stats
 
@@ -91,7 +92,8 @@ class Pipeline:
         for spec in self.config.exporters:
             cls = registry.load("exporters", spec.type)
             ctx = self._context("exporters", spec.name)
-            self.sinks[spec.name] = QueuedSink(spec.name, cls(spec.config, ctx), own[spec.name], ctx)
+            self.sinks[spec.name] = QueuedSink(spec.name, cls(spec.config, ctx), own[spec.name], ctx,
+                                              spec.delivery or DeliveryConfig())
 
     def _chains(self, config: Config) -> tuple[Chain, dict[str, Chain]]:
         limit = config.settings.max_record_bytes

@@ -69,9 +69,9 @@ from typing import Any
 import anyio
 import orjson
 
-from shipper.config import QueueConfig
 from shipper.errors import QueueBusyError
 from shipper.record import Record
+from shipper.settings import QueueConfig
 from shipper.stats import Counters
 
 __all__ = ["DiskQueue", "Item", "QueueBusyError", "encode_record", "read_records"]

@@ -85,6 +85,7 @@ async def _into_queues(config: Config, path: str, exporter: str | None, everyone
     from dataclasses import replace
 
     from shipper.queue import DiskQueue
+    from shipper.settings import DeliveryConfig
     from shipper.sink import open_queue
 
     specs = {spec.name: spec for spec in config.exporters}
@@ -95,7 +96,8 @@ async def _into_queues(config: Config, path: str, exporter: str | None, everyone
             for name in _targets(config, source, exporter, everyone):
                 if name not in queues:
                     spec = specs[name]
-                    settings = replace(spec.config, queue=replace(spec.config.queue, when_full="drop_newest"))
+                    delivery = spec.delivery or DeliveryConfig()
+                    settings = replace(delivery, queue=replace(delivery.queue, when_full="drop_newest"))
                     counters = Counters()
                     queue = open_queue(name, settings, Path(config.settings.state_dir), counters)
                     await queue.open()

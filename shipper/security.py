@@ -24,8 +24,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from shipper.config import Config, Secret
+from shipper.config import Config
 from shipper.errors import ConfigError
+from shipper.values import Secret
 
 __all__ = ["check_config_file", "check_spool_dir", "check_startup", "redact", "remember", "secrets_in"]
 

@@ -20,32 +20,35 @@ from shipper.delivery import Delivery
 from shipper.errors import ConfigError
 from shipper.queue import DiskQueue
 from shipper.record import Record
+from shipper.settings import DeliveryConfig
 from shipper.stats import Counters
 
 __all__ = ["QueuedSink", "open_queue"]
 
 
-def open_queue(name: str, config: Any, state_dir: Any, counters: Counters) -> DiskQueue:
+def open_queue(name: str, delivery: DeliveryConfig, state_dir: Any, counters: Counters) -> DiskQueue:
     """The (unopened) durable queue of exporter `name`, sized by its `queue` and `batch` settings."""
     if not name or name.startswith(".") or "/" in name or "\0" in name:
         raise ConfigError([f"exporters.{name}: an exporter's name names its queue directory and dead-letter "
                            "file, so it cannot be empty, start with a dot or hold a slash"])
-    return DiskQueue(state_dir / "queues" / name, config.queue, counters,
-                     record_spans=config.batch.max_spans, record_bytes=config.batch.max_bytes)
+    return DiskQueue(state_dir / "queues" / name, delivery.queue, counters,
+                     record_spans=delivery.batch.max_spans, record_bytes=delivery.batch.max_bytes)
 
 
 class QueuedSink:
-    """Own processors, then the durable queue; a delivery worker exports from the queue."""
+    """Own processors, then the durable queue; a delivery worker exports from the queue.
 
-    def __init__(self, name: str, exporter: Any, chain: Chain, ctx: Context) -> None:
+    `delivery` (the exporter's `queue`, `retry` and `batch` keys) sizes the queue and paces the worker.
+    """
+
+    def __init__(self, name: str, exporter: Any, chain: Chain, ctx: Context, delivery: DeliveryConfig) -> None:
         self.name = name
         self.exporter = exporter
         self.chain = chain
         self.counters = ctx.counters
-        config = exporter.config
-        self.queue = open_queue(name, config, ctx.state_dir, ctx.counters)
+        self.queue = open_queue(name, delivery, ctx.state_dir, ctx.counters)
         self.deadletters = DeadLetters(ctx.state_dir / "deadletter", name)
-        self.delivery = Delivery(name, exporter, self.queue, self.deadletters, config, ctx.counters)
+        self.delivery = Delivery(name, exporter, self.queue, self.deadletters, delivery, ctx.counters)
 
     def statistics(self) -> dict[str, Any]:
         """Live figures: the queue, the worker, the dead letters and the exporter's own."""

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from shipper.config import Secret, load_config, parse_config
+from shipper.config import load_config, parse_config
 from shipper.errors import ConfigError
+from shipper.values import Secret
 
 BASE = """
 state_dir: /tmp/x
@@ -171,13 +172,15 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
     import dataclasses
 
     from shipper import registry
-    from shipper.config import Settings
+    from shipper.settings import DeliveryConfig, Settings
 
     path = Path(__file__).resolve().parents[1] / "config.example.yaml"
     config = load_config(path)
     text = path.read_text()
     for f in dataclasses.fields(Settings):
         assert f"{f.name}:" in text, f"top-level key {f.name} is not documented"
+    for f in dataclasses.fields(DeliveryConfig):
+        assert f"{f.name}:" in text, f"exporter delivery key {f.name} is not documented"
     for section in ("receivers", "exporters"):
         for spec in getattr(config, section):
             for f in dataclasses.fields(registry.load(section, spec.type).Config):

@@ -15,7 +15,7 @@ from support import make_span
 from shipper import registry
 from shipper.chain import Chain
 from shipper.component import Context
-from shipper.config import build_dataclass
+from shipper.config import build_exporter_config
 from shipper.delivery import backoff
 from shipper.errors import ConfigError
 from shipper.sink import QueuedSink
@@ -28,11 +28,11 @@ def make_sink(state: Path, exporter_type: str = "otlp_http", **settings: Any) ->
     cls = registry.load("exporters", exporter_type)
     problems: list[str] = []
     base = {"retry": {"initial_interval": "10ms", "max_interval": "50ms"}, "batch": {"max_delay": 0}}
-    config = build_dataclass(cls.Config, {**base, **settings}, "", problems)
+    config, delivery = build_exporter_config(cls.Config, {**base, **settings}, "", problems)
     if problems:
         raise ConfigError(problems)
     ctx = Context(name="backend", state_dir=state, counters=Counters())
-    return QueuedSink("backend", cls(config, ctx), Chain([]), ctx)
+    return QueuedSink("backend", cls(config, ctx), Chain([]), ctx, delivery)
 
 
 def spans(n: int) -> list[dict[str, Any]]:
@@ -215,9 +215,9 @@ class Broken:
 
 async def test_an_exporter_bug_dead_letters_the_batch(tmp_path: Path) -> None:
     """An unexpected exception does not kill the worker: the batch is dead-lettered as exporter_error."""
-    config = build_dataclass(Broken.Config, {}, "", [])
+    config, delivery = build_exporter_config(Broken.Config, {}, "", [])
     ctx = Context(name="backend", state_dir=tmp_path, counters=Counters())
-    sink = QueuedSink("backend", Broken(config, ctx), Chain([]), ctx)
+    sink = QueuedSink("backend", Broken(config, ctx), Chain([]), ctx, delivery)
     await sink.open()
     async with anyio.create_task_group() as tg:
         tg.start_soon(sink.run)

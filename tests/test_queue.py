@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shipper.config import QueueConfig
 from shipper.errors import QueueBusyError
 from shipper.queue import HEADER, DiskQueue, read_records
+from shipper.settings import QueueConfig
 from shipper.stats import Counters
 
 
@@ -291,7 +291,7 @@ def test_a_failed_write_drops_the_record_with_a_count_and_keeps_the_segment_whol
     script = textwrap.dedent(f"""
         import resource, signal, anyio
         from pathlib import Path
-        from shipper.config import QueueConfig
+        from shipper.settings import QueueConfig
         from shipper.queue import DiskQueue
         from shipper.stats import Counters
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shipper.component import Context
-from shipper.config import Secret
 from shipper.exporters.http import HTTPCommon, HTTPExporter
 from shipper.otlp.encode import Encoder
 from shipper.otlp.semconv import Attributes, genai_attributes, json_text
 from shipper.record import Record
+from shipper.values import Secret
 
 __all__ = ["BraintrustExporter", "braintrust_attributes"]
 

@@ -16,9 +16,10 @@ import anyio
 import orjson
 
 from shipper.component import Context
-from shipper.config import ByteSize, ExporterCommon
 from shipper.errors import RetryableExportError
 from shipper.record import Record
+from shipper.settings import ExporterCommon
+from shipper.values import ByteSize
 
 __all__ = ["FileExporter"]
 

@@ -40,10 +40,12 @@ import httpx
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from shipper.component import Context
-from shipper.config import ByteSize, ExporterCommon
 from shipper.errors import ExportError, PermanentExportError, RetryableExportError
 from shipper.otlp.encode import Encoder, fill_trace_wide, group_by_project, partial_success
 from shipper.record import Record
+from shipper.settings import ExporterCommon
+from shipper.values import ByteSize
+from shipper.version import VERSION
 
 __all__ = ["HTTPCommon", "HTTPExporter", "classify", "excerpt", "parse_retry_after"]
 
@@ -51,7 +53,7 @@ log = logging.getLogger("shipper.exporters.http")
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-USER_AGENT = "shipper/0.1.0"
+USER_AGENT = f"shipper/{VERSION}"
 EXCERPT_CHARS = 300
 _MEMO = 4096
 _GZIP_IN_THREAD = 256 * 1024

@@ -22,13 +22,13 @@ from typing import Any
 
 from shipper import security
 from shipper.component import Context
-from shipper.config import Secret
 from shipper.errors import PermanentExportError
 from shipper.exporters.http import HTTPCommon, HTTPExporter
 from shipper.otlp import langfuse as lf
 from shipper.otlp.encode import Encoder
 from shipper.otlp.semconv import Attributes, genai_attributes, json_text
 from shipper.record import Record
+from shipper.values import Secret
 
 __all__ = ["LangfuseExporter", "langfuse_attributes"]
 

@@ -15,10 +15,10 @@ from typing import Literal
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from shipper.component import Context
-from shipper.config import Secret
 from shipper.exporters.http import JSON, PROTOBUF, HTTPCommon, HTTPExporter
 from shipper.otlp.encode import Encoder, to_json
 from shipper.otlp.semconv import PROJECT_NAME, Attributes, genai_attributes, openinference_attributes
+from shipper.values import Secret
 
 __all__ = ["OTLPHTTPExporter", "traces_url"]
 

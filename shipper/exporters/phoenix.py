@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from shipper.component import Context
-from shipper.config import Secret
 from shipper.exporters.http import HTTPCommon, HTTPExporter
 from shipper.exporters.otlp_http import traces_url
 from shipper.otlp.encode import Encoder
 from shipper.otlp.semconv import PROJECT_NAME, Attributes, openinference_attributes
+from shipper.values import Secret
 
 __all__ = ["PhoenixExporter"]
 

@@ -38,6 +38,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status
 from shipper.client.fields import TRACE_FIELDS
 from shipper.otlp.semconv import SERVICE_NAME, Attributes, json_text
 from shipper.record import Record
+from shipper.version import VERSION
 
 __all__ = [
     "AttributeMapper",
@@ -55,7 +56,7 @@ __all__ = [
 AttributeMapper = Callable[[Record], Attributes]
 ResourceMapper = Callable[[str | None], Attributes]
 
-SCOPE = InstrumentationScope(name="shipper", version="0.1.0")
+SCOPE = InstrumentationScope(name="shipper", version=VERSION)
 TRACE_WIDE = tuple(key for key in TRACE_FIELDS if key != "project")
 """Copied across a trace's spans; `project` is not: each span's own project picks where it is sent."""
 _KINDS = {

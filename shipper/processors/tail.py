@@ -30,9 +30,9 @@ from typing import Any
 import orjson
 
 from shipper.component import Context
-from shipper.config import ByteSize, Duration
 from shipper.processors.match import Match, compile_match, describe_match
 from shipper.record import Record
+from shipper.values import ByteSize, Duration
 
 __all__ = ["TailConfig", "TailSampler"]
 

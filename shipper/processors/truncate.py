@@ -18,9 +18,9 @@ from typing import Any
 import orjson
 
 from shipper.component import Context
-from shipper.config import ByteSize
 from shipper.processors.walk import STRUCTURAL, changed_paths, map_items
 from shipper.record import Record
+from shipper.values import ByteSize
 
 __all__ = ["Truncate", "TruncateConfig", "cut"]
 

@@ -42,10 +42,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from shipper.component import Context, Deliver, Intake
-from shipper.config import ByteSize, Duration
 from shipper.errors import ConfigError, RecordError
 from shipper.otlp.decode import from_request, to_record
 from shipper.record import Reject, validate
+from shipper.values import ByteSize, Duration
 
 __all__ = ["OTLPHTTPReceiver", "parse_endpoint"]
 

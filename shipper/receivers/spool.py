@@ -24,8 +24,8 @@ import orjson
 
 from shipper.client.paths import resolve_spool_dir
 from shipper.component import Context, Deliver, Intake
-from shipper.config import ByteSize, Duration
 from shipper.record import Reject, decode_payload
+from shipper.values import ByteSize, Duration
 
 __all__ = ["SpoolReceiver"]
 

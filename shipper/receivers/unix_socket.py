@@ -22,9 +22,9 @@ import anyio
 
 from shipper.client.paths import resolve_socket_path
 from shipper.component import Context, Deliver, Intake
-from shipper.config import ByteSize
 from shipper.errors import ConfigError
 from shipper.record import Reject, decode_payload
+from shipper.values import ByteSize
 
 __all__ = ["UnixSocketReceiver"]
 
