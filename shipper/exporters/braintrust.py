@@ -5,7 +5,8 @@ project (a span's `project`, else the configured `project`). Attributes: OTel Ge
 Braintrust's own: `braintrust.input_json`, `braintrust.output_json` (the record's input and output, or
 its LLM messages), `braintrust.metadata` (JSON: the record's metadata plus model, provider, params,
 session and user), `braintrust.metrics` (JSON: prompt_tokens, completion_tokens, tokens,
-prompt_cached_tokens, completion_reasoning_tokens, time_to_first_token in seconds),
+prompt_cached_tokens, completion_reasoning_tokens, time_to_first_token in seconds, estimated_cost: the
+record's cost in USD, 0.0 included; without it Braintrust estimates one from its model registry),
 `braintrust.span_attributes` (JSON: type and name), and `braintrust.tags` on root spans (Braintrust
 reads tags there only).
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from shipper.component import Context
 from shipper.exporters.http import HTTPCommon, HTTPExporter
 from shipper.otlp.encode import Encoder
-from shipper.otlp.semconv import Attributes, genai_attributes, json_text
+from shipper.otlp.semconv import Attributes, genai_attributes, io_values, json_text
 from shipper.record import Record
 from shipper.values import Secret
 
@@ -52,14 +53,9 @@ def braintrust_attributes(rec: Record) -> Attributes:
     kind = rec.get("kind", "span")
     out: Attributes = {"braintrust.span_attributes": json_text({"type": SPAN_TYPE.get(kind, "task"),
                                                                  "name": rec["name"]})}
-    given = rec.get("input")
-    if given is None and llm.get("input_messages"):
-        given = llm["input_messages"]
+    given, produced = io_values(rec)
     if given is not None:
         out["braintrust.input_json"] = json_text(given)
-    produced = rec.get("output")
-    if produced is None and llm.get("output_messages"):
-        produced = llm["output_messages"]
     if produced is not None:
         out["braintrust.output_json"] = json_text(produced)
     metadata = dict(rec.get("metadata") or {})
@@ -77,6 +73,8 @@ def braintrust_attributes(rec: Record) -> Attributes:
     metrics = {METRICS[k]: v for k, v in (llm.get("usage") or {}).items() if k in METRICS and v is not None}
     if llm.get("time_to_first_token_ns") is not None:
         metrics["time_to_first_token"] = llm["time_to_first_token_ns"] / 1e9
+    if llm.get("cost_usd") is not None:
+        metrics["estimated_cost"] = float(llm["cost_usd"])
     if metrics:
         out["braintrust.metrics"] = json_text(metrics)
     if rec.get("tags") and not rec.get("parent_id"):

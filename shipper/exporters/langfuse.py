@@ -5,12 +5,17 @@ with `Authorization: Basic base64(public_key:secret_key)` of `projects[project]`
 keys; a project with no keys is a permanent error (the batch is dead-lettered, replay it once the keys
 are configured). `x-langfuse-ingestion-version: 4` selects the real-time path.
 
-Attributes: OTel GenAI (`gen_ai.*`, incl. `gen_ai.usage.cost`) and Langfuse's own, which take
-precedence there: `langfuse.trace.name` (the root span's name, on every span of the trace when the root
-is in the batch), `langfuse.session.id`, `langfuse.user.id`, `langfuse.trace.tags`,
-`langfuse.trace.metadata.<k>` and `langfuse.observation.metadata.<k>`, `langfuse.observation.type`
-(`generation` for `llm`), `.input` / `.output` (JSON), `.model.name`, `.model.parameters`, `.level`
-and `.status_message` on error, `.completion_start_time`.
+Attributes: OTel GenAI (`gen_ai.*`) and Langfuse's own, which take precedence there:
+`langfuse.trace.name` (the root span's name, on every span of the trace when the root is in the batch),
+`langfuse.session.id`, `langfuse.user.id`, `langfuse.trace.tags`, `langfuse.observation.metadata.<k>`
+(every span) and `langfuse.trace.metadata.<k>` (the root span only: Langfuse merges every span's trace
+metadata into the one trace, so children's keys would collide), `langfuse.observation.type`
+(`generation` for `llm`), `.input` / `.output` (JSON; the LLM messages when the record has no
+input / output), `.model.name`, `.model.parameters`, `.usage_details` (Langfuse's usage keys: input,
+output, total, input_cached_tokens, output_reasoning_tokens; input and output exclude the cached and
+reasoning counts, as Langfuse's own SDK sends them), `.cost_details` (`{"total": cost}`, 0.0 included:
+Langfuse ignores a zero `gen_ai.usage.cost`), `gen_ai.usage.cost` (for Langfuse versions that read
+cost_details from their own SDK only), `.level` and `.status_message` on error, `.completion_start_time`.
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ from shipper.errors import PermanentExportError
 from shipper.exporters.http import HTTPCommon, HTTPExporter
 from shipper.otlp import langfuse as lf
 from shipper.otlp.encode import Encoder
-from shipper.otlp.semconv import Attributes, genai_attributes, json_text
+from shipper.otlp.semconv import Attributes, genai_attributes, io_values, json_text
 from shipper.record import Record
 from shipper.values import Secret
 
-__all__ = ["LangfuseExporter", "langfuse_attributes"]
+__all__ = ["LangfuseExporter", "langfuse_attributes", "usage_details"]
+
 
 @dataclass(kw_only=True)
 class Keys:
@@ -65,10 +71,24 @@ def _flat(value: Any) -> Any:
     return value if isinstance(value, (str, bool, int, float)) else json_text(value)
 
 
+def usage_details(usage: dict[str, Any]) -> dict[str, int]:
+    """Record usage as Langfuse `usage_details`: its key names, input and output without their details.
+
+    Langfuse prices `input` and `input_cached_tokens` (and `output` and `output_reasoning_tokens`)
+    separately, so, as its SDK does, the detail counts are taken out of the counts that include them.
+    """
+    out = {lf.USAGE_DETAILS[k]: v for k, v in usage.items() if k in lf.USAGE_DETAILS and v is not None}
+    for whole, part in (("input", "input_cached_tokens"), ("output", "output_reasoning_tokens")):
+        if whole in out and part in out:
+            out[whole] = max(0, out[whole] - out[part])
+    return out
+
+
 def langfuse_attributes(rec: Record, trace_name: str | None = None) -> Attributes:
     """The `langfuse.*` attributes of a record (plus `gen_ai.usage.cost`)."""
     out: Attributes = {lf.TYPE: lf.OBSERVATION_TYPE.get(rec.get("kind", "span"), "span")}
-    name = rec["name"] if not rec.get("parent_id") else trace_name
+    root = not rec.get("parent_id")
+    name = rec["name"] if root else trace_name
     if name:
         out[lf.TRACE_NAME] = name
     if rec.get("session_id"):
@@ -79,24 +99,26 @@ def langfuse_attributes(rec: Record, trace_name: str | None = None) -> Attribute
         out[lf.TAGS] = list(rec["tags"])
     for key, value in (rec.get("metadata") or {}).items():
         if value is not None:
-            out[f"{lf.TRACE_METADATA}{key}"] = out[f"{lf.OBSERVATION_METADATA}{key}"] = _flat(value)
-    llm = rec.get("llm") or {}
-    given = rec.get("input")
-    if given is None and llm.get("input_messages"):
-        given = llm["input_messages"]
+            out[f"{lf.OBSERVATION_METADATA}{key}"] = _flat(value)
+            if root:
+                out[f"{lf.TRACE_METADATA}{key}"] = out[f"{lf.OBSERVATION_METADATA}{key}"]
+    given, produced = io_values(rec)
     if given is not None:
         out[lf.INPUT] = json_text(given)
-    produced = rec.get("output")
-    if produced is None and llm.get("output_messages"):
-        produced = llm["output_messages"]
     if produced is not None:
         out[lf.OUTPUT] = json_text(produced)
+    llm = rec.get("llm") or {}
     if llm.get("model"):
         out[lf.MODEL] = llm["model"]
     if llm.get("params"):
         out[lf.PARAMS] = json_text(llm["params"])
+    usage = usage_details(llm.get("usage") or {})
+    if usage:
+        out[lf.USAGE] = json_text(usage)
     if llm.get("cost_usd") is not None:
-        out["gen_ai.usage.cost"] = float(llm["cost_usd"])
+        cost = float(llm["cost_usd"])
+        out[lf.COST] = json_text({"total": cost})
+        out["gen_ai.usage.cost"] = cost
     if llm.get("time_to_first_token_ns") is not None:
         first = (rec["start_ns"] + llm["time_to_first_token_ns"]) / 1e9
         out[lf.COMPLETION_START] = (

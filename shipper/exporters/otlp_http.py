@@ -2,13 +2,16 @@
 
 Spans carry OTel GenAI (`gen_ai.*`) and OpenInference attributes (`conventions`; each costs about half
 of the encoding, so a backend that reads only one is cheaper to feed with only that one) plus their raw
-`attributes`; the
-resource gets `service.name`, the record's `resource`, and `openinference.project.name` for spans with a
+`attributes`. `gen_ai_legacy` in `conventions` adds the deprecated `gen_ai.system` next to
+`gen_ai.provider.name` (for backends still on the old name; it implies `genai`); `tool_content: true`
+adds a tool span's input and output as `gen_ai.tool.call.arguments` / `gen_ai.tool.call.result`
+(opt-in in the conventions, as they may hold user data). The resource gets `service.name`, the record's `resource`, and `openinference.project.name` for spans with a
 `project` (one request per project). `headers` are sent as configured and never printed.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -16,11 +19,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from shipper.component import Context
 from shipper.exporters.http import JSON, PROTOBUF, HTTPCommon, HTTPExporter
-from shipper.otlp.encode import Encoder, to_json
+from shipper.otlp.encode import AttributeMapper, Encoder, to_json
 from shipper.otlp.semconv import PROJECT_NAME, Attributes, genai_attributes, openinference_attributes
 from shipper.values import Secret
 
-__all__ = ["OTLPHTTPExporter", "traces_url"]
+__all__ = ["OTLPHTTPExporter", "mappers", "traces_url"]
 
 
 def traces_url(endpoint: str) -> str:
@@ -36,13 +39,20 @@ class Config(HTTPCommon):
     endpoint: str = "http://127.0.0.1:4318"
     headers: dict[str, Secret] = field(default_factory=dict)
     encoding: Literal["protobuf", "json"] = "protobuf"
-    conventions: list[Literal["genai", "openinference"]] = field(default_factory=lambda: ["genai", "openinference"])
+    conventions: list[Literal["genai", "openinference", "gen_ai_legacy"]] = field(
+        default_factory=lambda: ["genai", "openinference"])
+    tool_content: bool = False
 
     def check(self) -> list[str]:
         return self.check_url("endpoint", self.endpoint)
 
 
-_MAPPERS = {"genai": genai_attributes, "openinference": openinference_attributes}
+def mappers(config: Config) -> tuple[AttributeMapper, ...]:
+    """The attribute mappers `conventions` and `tool_content` ask for, in the order given."""
+    wanted = dict.fromkeys("genai" if name == "gen_ai_legacy" else name for name in config.conventions)
+    genai = functools.partial(genai_attributes, legacy="gen_ai_legacy" in config.conventions,
+                              tool_content=config.tool_content)
+    return tuple(genai if name == "genai" else openinference_attributes for name in wanted)
 
 
 def _project_resource(project: str | None) -> Attributes:
@@ -59,8 +69,7 @@ class OTLPHTTPExporter(HTTPExporter):
         super().__init__(config, ctx)
         self.config: Config = config
         self.url = traces_url(config.endpoint)
-        mappers = tuple(_MAPPERS[name] for name in dict.fromkeys(config.conventions))
-        self.encoder = Encoder(mappers, _project_resource)
+        self.encoder = Encoder(mappers(config), _project_resource)
         self.content_type = JSON if config.encoding == "json" else PROTOBUF
         self._headers = {name.lower(): value.reveal() for name, value in config.headers.items()}
 

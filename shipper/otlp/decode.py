@@ -11,8 +11,10 @@ What `to_record` does:
   cut to 256 characters. Event and link attributes are treated the same way;
 - OpenInference, OTel GenAI (`gen_ai.*`) and Langfuse (`langfuse.*`) attributes are *also* lifted into the
   record's fields: `kind`, `llm` (model, provider, operation, params, messages, usage, cost, response
-  model, time to first token), `input`, `output`, `session_id`, `user_id`, `tags`, `metadata`. Where
-  conventions disagree, OpenInference wins, then Langfuse, then OTel GenAI;
+  model, time to first token), `input`, `output` (for tool spans also from `gen_ai.tool.call.arguments` /
+  `.result`), `session_id`, `user_id`, `tags`, `metadata`. Where conventions disagree, OpenInference
+  wins, then Langfuse, then OTel GenAI; GenAI `uri` / `blob` / `file` message parts become OpenAI-style
+  content parts (images as URLs or data URLs);
 - the resource's `service.name` becomes `service` and `openinference.project.name` becomes `project`;
   the rest of the resource is `resource`; the instrumentation scope is kept as the attributes
   `otel.scope.name` / `otel.scope.version` (as OTLP-to-Zipkin exporters do);
@@ -179,6 +181,21 @@ def _oi_part(part: Mapping[str, Any]) -> dict[str, Any]:
     return {"type": "text", "text": part.get("text", "")}
 
 
+def _media_content(part: Mapping[str, Any]) -> dict[str, Any]:
+    """A GenAI `uri` / `blob` / `file` part as an OpenAI-style content part (images by URL or data URL)."""
+    kind, modality, mime = part.get("type"), part.get("modality"), part.get("mime_type")
+    if kind == "uri" and modality == "image":
+        return {"type": "image_url", "image_url": {"url": str(part.get("uri", ""))}}
+    if kind == "blob" and modality == "image":
+        return {"type": "image_url",
+                "image_url": {"url": f"data:{mime or 'application/octet-stream'};base64,{part.get('content', '')}"}}
+    if kind == "blob" and modality == "audio" and isinstance(mime, str) and mime.startswith("audio/"):
+        return {"type": "input_audio", "input_audio": {"data": str(part.get("content", "")), "format": mime[6:]}}
+    if kind == "file":
+        return {"type": "file", "file": {"file_id": str(part.get("file_id", ""))}}
+    return dict(part)
+
+
 def _genai_messages(value: Any, output: bool) -> list[dict[str, Any]] | None:
     """`gen_ai.input.messages` / `gen_ai.output.messages` (parts form, JSON text) as record messages."""
     messages = _json(value)
@@ -190,6 +207,7 @@ def _genai_messages(value: Any, output: bool) -> list[dict[str, Any]] | None:
             continue
         message: dict[str, Any] = {"role": str(item.get("role") or ("assistant" if output else "user"))}
         texts: list[str] = []
+        media: list[dict[str, Any]] = []
         calls = []
         for part in item.get("parts") or ():
             if not isinstance(part, dict):
@@ -197,6 +215,10 @@ def _genai_messages(value: Any, output: bool) -> list[dict[str, Any]] | None:
             kind = part.get("type")
             if kind == "text":
                 texts.append(str(part.get("content", "")))
+            elif kind in ("uri", "blob", "file"):
+                media.append(_media_content(part))
+            elif kind == "reasoning" and isinstance(part.get("content"), str):
+                message["reasoning_content"] = part["content"]
             elif kind == "tool_call":
                 arguments = part.get("arguments")
                 calls.append({"id": part.get("id"), "type": "function", "function": {
@@ -208,7 +230,9 @@ def _genai_messages(value: Any, output: bool) -> list[dict[str, Any]] | None:
                 message["tool_call_id"] = part.get("id")
                 response = part.get("response")
                 texts.append(response if isinstance(response, str) else sc.json_text(response))
-        if texts:
+        if media:
+            message["content"] = [*({"type": "text", "text": t} for t in texts), *media]
+        elif texts:
             message["content"] = texts[0] if len(texts) == 1 else [{"type": "text", "text": t} for t in texts]
         if calls:
             message["tool_calls"] = calls
@@ -245,10 +269,17 @@ def _usage(attrs: Mapping[str, Any]) -> dict[str, int]:
                 usage[key] = count
     details = _json(attrs.get(lf.USAGE))
     if isinstance(details, dict):
+        found: dict[str, int] = {}
         for name, key in lf.USAGE_KEYS.items():
             count = _count(details.get(name))
             if count is not None:
-                usage.setdefault(key, count)
+                found.setdefault(key, count)
+        # Langfuse's input / output leave out the cached / reasoning counts the record's include.
+        for whole, part in (("input_tokens", "cache_read_tokens"), ("output_tokens", "reasoning_tokens")):
+            if whole in found and part in found:
+                found[whole] += found[part]
+        for key, count in found.items():
+            usage.setdefault(key, count)
     return usage
 
 
@@ -347,9 +378,11 @@ def lift(attrs: Mapping[str, Any], start_ns: int = 0) -> dict[str, Any]:
     llm = _llm(attrs, start_ns)
     if llm:
         out["llm"] = llm
-    for side, keys in (("input", (sc.INPUT_VALUE, sc.INPUT_MIME, lf.INPUT)),
-                       ("output", (sc.OUTPUT_VALUE, sc.OUTPUT_MIME, lf.OUTPUT))):
+    for side, keys, tool_key in (("input", (sc.INPUT_VALUE, sc.INPUT_MIME, lf.INPUT), sc.TOOL_CALL_ARGUMENTS),
+                                 ("output", (sc.OUTPUT_VALUE, sc.OUTPUT_MIME, lf.OUTPUT), sc.TOOL_CALL_RESULT)):
         value = _value(attrs, *keys)
+        if value is None and tool_key in attrs:
+            value = _json(attrs[tool_key])
         if value is not None:
             out[side] = value
     session = _text(attrs.get(sc.SESSION_ID)) or _text(attrs.get(lf.SESSION)) or _text(attrs.get(sc.CONVERSATION_ID))

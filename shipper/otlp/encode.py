@@ -4,7 +4,9 @@ An `Encoder` is built once per exporter with the attribute mappers that exporter
 `gen_ai.*` and OpenInference ones, a backend's own namespace); the raw `attributes` of a record are
 applied last, unchanged, so what the app set explicitly wins. Per record:
 
-    trace_id, span_id, parent_id   → ids (bytes); name; otel_kind → Span.kind; start_ns, end_ns
+    trace_id, span_id, parent_id   → ids (bytes); name; start_ns, end_ns
+    otel_kind                      → Span.kind (`semconv.otel_kind_of`: llm / embedding spans without
+                                     one are CLIENT, as OTel GenAI says inference spans are)
     status, error                  → Status (error: code ERROR, message "Type: message") and an
                                      `exception` event (exception.type, .message, .stacktrace) at end_ns
     events, links                  → events and links, their attributes converted
@@ -36,7 +38,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from shipper.client.fields import TRACE_FIELDS
-from shipper.otlp.semconv import SERVICE_NAME, Attributes, json_text
+from shipper.otlp.semconv import SERVICE_NAME, Attributes, json_text, otel_kind_of
 from shipper.record import Record
 from shipper.version import VERSION
 
@@ -210,7 +212,7 @@ class Encoder:
         if parent:
             span.parent_span_id = bytes.fromhex(parent)
         span.name = rec["name"]
-        span.kind = _KINDS.get(rec.get("otel_kind") or "internal", PbSpan.SPAN_KIND_INTERNAL)
+        span.kind = _KINDS.get(otel_kind_of(rec), PbSpan.SPAN_KIND_INTERNAL)
         span.start_time_unix_nano = rec["start_ns"]
         span.end_time_unix_nano = rec["end_ns"]
         add_attributes(span.attributes, self.attributes(rec))

@@ -25,6 +25,7 @@ __all__ = [
     "TRACE_NAME",
     "TYPE",
     "USAGE",
+    "USAGE_DETAILS",
     "USAGE_KEYS",
     "USER",
 ]
@@ -52,3 +53,6 @@ USAGE_KEYS = {"input": "input_tokens", "output": "output_tokens", "total": "tota
               "cache_read_input_tokens": "cache_read_tokens", "input_cached_tokens": "cache_read_tokens",
               "reasoning_tokens": "reasoning_tokens", "output_reasoning_tokens": "reasoning_tokens"}
 """Keys of `langfuse.observation.usage_details` → record `llm.usage` keys."""
+USAGE_DETAILS = {"input_tokens": "input", "output_tokens": "output", "total_tokens": "total",
+                 "cache_read_tokens": "input_cached_tokens", "reasoning_tokens": "output_reasoning_tokens"}
+"""Record `llm.usage` keys → the `usage_details` keys the exporter writes (the names Langfuse's prices use)."""

@@ -3,17 +3,25 @@
 One module owns the names so that the exporters (record → attributes) and the OpenTelemetry receiver
 (attributes → record) agree. Values are OTLP-ready: scalars, homogeneous lists of scalars, or JSON text
 for anything structured. The mappers never raise on odd but valid records; a field that is absent yields
-no attribute.
+no attribute. docs/mappings.md has the same table per backend, with the reasons.
 
 Record field           OTel GenAI                              OpenInference
 kind                   gen_ai.operation.name (llm, embedding,  openinference.span.kind (upper case; task →
                        tool, agent)                            CHAIN, span → UNKNOWN)
+(span kind)            llm and embedding spans without an otel_kind go out as CLIENT (`otel_kind_of`)
+name (tool spans)      gen_ai.tool.name                        tool.name
+tool description       gen_ai.tool.description                 tool.description
+  (attribute tool.description or gen_ai.tool.description)
+input / output         gen_ai.tool.call.arguments / .result    input.value|mime_type, output.value|mime_type
+  (tool spans)         (opt-in: `tool_content`)
 llm.model              gen_ai.request.model                    llm.model_name
-llm.response_model     gen_ai.response.model                   -
-llm.provider           gen_ai.provider.name, gen_ai.system     llm.provider
+llm.response_model     gen_ai.response.model                   llm.response.model_name
+llm.provider           gen_ai.provider.name (+ the deprecated  llm.provider
+                       gen_ai.system with `legacy`)
 llm.params             gen_ai.request.<name> (known scalars)   llm.invocation_parameters (JSON)
 llm.input_messages     gen_ai.input.messages (JSON, parts)     llm.input_messages.N.message.role|content|...
-llm.output_messages    gen_ai.output.messages (JSON, parts)    llm.output_messages.N.message.*
+llm.output_messages    gen_ai.output.messages (JSON, parts,    llm.output_messages.N.message.*
+                       finish_reason on every message)
 llm.usage              gen_ai.usage.input_tokens|output_tokens llm.token_count.prompt|completion|total
                        |total_tokens, cache_read.input_tokens,  .prompt_details.cache_read,
                        reasoning.output_tokens                 .completion_details.reasoning
@@ -21,6 +29,8 @@ llm.cost_usd           -                                       llm.cost.total
 llm.time_to_first_     gen_ai.response.time_to_first_chunk (s) -
   token_ns
 input / output         -                                       input.value|mime_type, output.value|mime_type
+  (else the LLM                                                (`io_values`: the input / output messages
+  messages)                                                    when the record has no input / output)
 session_id             gen_ai.conversation.id                  session.id
 user_id                -                                       user.id
 tags                   -                                       tag.tags
@@ -39,6 +49,8 @@ from shipper.record import Record
 __all__ = [
     "AGENT_NAME",
     "Attributes",
+    "DEFAULT_OTEL_KIND",
+    "FINISH_REASONS",
     "CONVERSATION_ID",
     "COST_TOTAL",
     "EMBEDDING_MODEL_NAME",
@@ -57,6 +69,8 @@ __all__ = [
     "OI_INPUT_MESSAGES",
     "OI_OUTPUT_MESSAGES",
     "OI_TOKENS",
+    "OI_TOOL_DESCRIPTION",
+    "OI_TOOL_NAME",
     "OPENINFERENCE_KIND",
     "OPERATION_NAME",
     "OUTPUT_MESSAGES",
@@ -66,6 +80,7 @@ __all__ = [
     "PROVIDER_NAME",
     "REQUEST_MODEL",
     "RESPONSE_MODEL",
+    "RESPONSE_MODEL_NAME",
     "SERVICE_NAME",
     "SESSION_ID",
     "SPAN_KIND",
@@ -73,12 +88,19 @@ __all__ = [
     "TAGS",
     "TEXT",
     "TIME_TO_FIRST_CHUNK",
+    "TOOL_CALL_ARGUMENTS",
+    "TOOL_CALL_RESULT",
+    "TOOL_DESCRIPTION",
     "TOOL_NAME",
     "USER_ID",
     "genai_attributes",
     "genai_messages",
+    "genai_part",
+    "io_values",
     "json_text",
     "openinference_attributes",
+    "otel_kind_of",
+    "tool_description",
     "value_and_mime",
 ]
 
@@ -98,6 +120,9 @@ INPUT_MESSAGES = "gen_ai.input.messages"
 OUTPUT_MESSAGES = "gen_ai.output.messages"
 CONVERSATION_ID = "gen_ai.conversation.id"
 TOOL_NAME = "gen_ai.tool.name"
+TOOL_DESCRIPTION = "gen_ai.tool.description"
+TOOL_CALL_ARGUMENTS = "gen_ai.tool.call.arguments"
+TOOL_CALL_RESULT = "gen_ai.tool.call.result"
 AGENT_NAME = "gen_ai.agent.name"
 TIME_TO_FIRST_CHUNK = "gen_ai.response.time_to_first_chunk"
 ERROR_TYPE = "error.type"
@@ -123,6 +148,10 @@ GENAI_PARAMS = {
 """Record `llm.params` keys (OpenAI names) and the `gen_ai.request.*` attribute each becomes."""
 GENAI_OPERATION = {"llm": "chat", "embedding": "embeddings", "tool": "execute_tool", "agent": "invoke_agent"}
 """Default `gen_ai.operation.name` per record kind when `llm.operation` does not say."""
+FINISH_REASONS = {"tool_calls": "tool_call", "function_call": "tool_call"}
+"""OpenAI finish reasons → the GenAI schema's (stop, length, content_filter, tool_call, error); others kept."""
+DEFAULT_OTEL_KIND = {"llm": "client", "embedding": "client"}
+"""Record kind → OTLP span kind when the record names no `otel_kind` (GenAI: inference spans are CLIENT)."""
 
 # OpenInference
 SPAN_KIND = "openinference.span.kind"
@@ -133,6 +162,7 @@ OPENINFERENCE_KIND = {
 }
 """Record kind → `openinference.span.kind`; `task` and `span` have no OpenInference kind of their own."""
 MODEL_NAME = "llm.model_name"
+RESPONSE_MODEL_NAME = "llm.response.model_name"
 LLM_PROVIDER = "llm.provider"
 INVOCATION_PARAMETERS = "llm.invocation_parameters"
 OI_INPUT_MESSAGES = "llm.input_messages"
@@ -152,6 +182,7 @@ USER_ID = "user.id"
 TAGS = "tag.tags"
 METADATA = "metadata"
 EMBEDDING_MODEL_NAME = "embedding.model_name"
+OI_TOOL_NAME, OI_TOOL_DESCRIPTION = "tool.name", "tool.description"
 TEXT, JSON_MIME = "text/plain", "application/json"
 
 _SCALARS = (str, bool, int, float)
@@ -177,23 +208,126 @@ def _scalar_or_json(value: Any) -> Any:
     return json_text(value)
 
 
-def genai_messages(messages: list[Any], output: bool = False) -> str:
-    """Record messages as the JSON text of `gen_ai.input.messages` / `gen_ai.output.messages` (parts form)."""
+def io_values(rec: Record) -> tuple[Any, Any]:
+    """A record's input and output; an LLM span without them falls back to its input / output messages.
+
+    Every backend shows one Input and one Output per span (OpenInference `input.value`, Langfuse
+    `.input`, Braintrust `input_json`), so all of them read these two values.
+    """
+    llm = rec.get("llm") or {}
+    given, produced = rec.get("input"), rec.get("output")
+    if given is None and llm.get("input_messages"):
+        given = llm["input_messages"]
+    if produced is None and llm.get("output_messages"):
+        produced = llm["output_messages"]
+    return given, produced
+
+
+def tool_description(rec: Record) -> str | None:
+    """What a tool span's tool does: its `tool.description` (OpenInference) or `gen_ai.tool.description`."""
+    attributes = rec.get("attributes") or {}
+    text = attributes.get(OI_TOOL_DESCRIPTION) or attributes.get(TOOL_DESCRIPTION)
+    return text if isinstance(text, str) and text else None
+
+
+def otel_kind_of(rec: Record) -> str:
+    """The OTLP span kind of a record: its `otel_kind`, else CLIENT for llm / embedding spans, else internal."""
+    return rec.get("otel_kind") or DEFAULT_OTEL_KIND.get(rec.get("kind", "span"), "internal")
+
+
+def _data_url(url: str) -> tuple[str | None, str] | None:
+    """(mime type, base64 content) of a `data:<mime>;base64,<content>` URL; None for any other URL."""
+    if not url.startswith("data:"):
+        return None
+    header, _, content = url[5:].partition(",")
+    mime, _, encoding = header.partition(";")
+    return (mime or None, content) if encoding == "base64" else None
+
+
+def _media_part(modality: str, url: str | None = None, data: str | None = None, mime: str | None = None,
+                file_id: str | None = None) -> dict[str, Any]:
+    """A GenAI `uri`, `blob` or `file` part (the schema's parts for non-text content)."""
+    if url is not None:
+        inline = _data_url(url)
+        if inline is None:
+            part: dict[str, Any] = {"type": "uri", "modality": modality, "uri": url}
+        else:
+            part = {"type": "blob", "modality": modality, "content": inline[1]}
+            mime = mime or inline[0]
+    elif data is not None:
+        part = {"type": "blob", "modality": modality, "content": data}
+    else:
+        part = {"type": "file", "modality": modality, "file_id": file_id or ""}
+    if mime:
+        part["mime_type"] = mime
+    return part
+
+
+def genai_part(part: Any) -> dict[str, Any]:
+    """One content part of a record message (OpenAI or Anthropic form) as a GenAI message part.
+
+    Text becomes `text`; images, audio and files become `uri` (a URL), `blob` (inline base64, also
+    from a data URL) or `file` (a provider file id); anything else is kept as a generic part.
+    """
+    if not isinstance(part, dict):
+        return {"type": "text", "content": part if isinstance(part, str) else json_text(part)}
+    kind = part.get("type")
+    if kind == "text":
+        return {"type": "text", "content": part.get("text", "")}
+    if kind == "image_url":
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, dict) else image
+        return _media_part("image", url=str(url or ""))
+    if kind == "input_audio":
+        audio = part.get("input_audio") or {}
+        fmt = audio.get("format")
+        return _media_part("audio", data=str(audio.get("data", "")), mime=f"audio/{fmt}" if fmt else None)
+    if kind == "file" and isinstance(part.get("file"), dict):
+        file = part["file"]
+        if file.get("file_data"):
+            data = str(file["file_data"])
+            return _media_part("document", url=data) if data.startswith("data:") else _media_part(
+                "document", data=data)
+        return _media_part("document", file_id=str(file.get("file_id") or ""))
+    source = part.get("source")
+    if kind in ("image", "document", "audio") and isinstance(source, dict):  # Anthropic content blocks
+        modality = "document" if kind == "document" else kind
+        if source.get("type") == "base64":
+            return _media_part(modality, data=str(source.get("data", "")), mime=source.get("media_type"))
+        if source.get("type") == "url":
+            return _media_part(modality, url=str(source.get("url", "")))
+        if source.get("type") == "file":
+            return _media_part(modality, file_id=str(source.get("file_id", "")))
+    if isinstance(kind, str) and kind:
+        return dict(part)  # a GenericPart: any type, any properties
+    return {"type": "generic", "content": part}
+
+
+def genai_messages(messages: list[Any], output: bool = False, finish_reason: str = "stop") -> str:
+    """Record messages as the JSON text of `gen_ai.input.messages` / `gen_ai.output.messages` (parts form).
+
+    Output messages always carry `finish_reason` (the schema requires it): the message's own, in the
+    schema's words, else `tool_call` for a message that calls tools, else `finish_reason` (`stop`, or
+    `error` for a failed span).
+    """
     converted = []
     for message in messages:
         if not isinstance(message, dict):
-            converted.append({"role": "user", "parts": [{"type": "text", "content": str(message)}]})
+            entry: dict[str, Any] = {"role": "assistant" if output else "user",
+                                     "parts": [{"type": "text", "content": str(message)}]}
+            if output:
+                entry["finish_reason"] = finish_reason
+            converted.append(entry)
             continue
         parts: list[dict[str, Any]] = []
+        reasoning = message.get("reasoning_content")
+        if isinstance(reasoning, str) and reasoning:
+            parts.append({"type": "reasoning", "content": reasoning})
         content = message.get("content")
         if isinstance(content, str):
             parts.append({"type": "text", "content": content})
         elif isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict) and part.get("type") == "text":
-                    parts.append({"type": "text", "content": part.get("text", "")})
-                else:
-                    parts.append({"type": "generic", "content": part})
+            parts.extend(genai_part(part) for part in content)
         elif content is not None:
             parts.append({"type": "text", "content": json_text(content)})
         for call in message.get("tool_calls") or []:
@@ -201,18 +335,32 @@ def genai_messages(messages: list[Any], output: bool = False) -> str:
                 function = call.get("function") or {}
                 parts.append({"type": "tool_call", "id": call.get("id"), "name": function.get("name"),
                               "arguments": function.get("arguments")})
-        entry: dict[str, Any] = {"role": message.get("role", "assistant" if output else "user"), "parts": parts}
+        entry = {"role": message.get("role", "assistant" if output else "user"), "parts": parts}
         if message.get("tool_call_id"):
             entry["parts"] = [{"type": "tool_call_response", "id": message["tool_call_id"],
                                "response": content}]
-        if output and message.get("finish_reason"):
-            entry["finish_reason"] = message["finish_reason"]
+        if output:
+            reason = message.get("finish_reason")
+            if isinstance(reason, str) and reason:
+                entry["finish_reason"] = FINISH_REASONS.get(reason, reason)
+            else:
+                entry["finish_reason"] = "tool_call" if message.get("tool_calls") and finish_reason == "stop" \
+                    else finish_reason
         converted.append(entry)
     return json_text(converted)
 
 
-def genai_attributes(rec: Record) -> Attributes:
-    """The OTel GenAI (`gen_ai.*`) attributes of a record."""
+def _failed(rec: Record) -> bool:
+    return bool(rec.get("error")) or rec.get("status") == "error"
+
+
+def genai_attributes(rec: Record, *, legacy: bool = False, tool_content: bool = False) -> Attributes:
+    """The OTel GenAI (`gen_ai.*`) attributes of a record.
+
+    `legacy` adds the deprecated `gen_ai.system` (for backends that read only that); `tool_content`
+    adds a tool span's input and output as `gen_ai.tool.call.arguments` / `.result` (opt-in content in
+    the conventions, like the messages).
+    """
     out: Attributes = {}
     kind = rec.get("kind", "span")
     llm = rec.get("llm") or {}
@@ -221,11 +369,20 @@ def genai_attributes(rec: Record) -> Attributes:
         out[OPERATION_NAME] = operation
     if kind == "tool":
         out[TOOL_NAME] = rec["name"]
+        description = tool_description(rec)
+        if description:
+            out[TOOL_DESCRIPTION] = description
+        if tool_content:
+            for key, value in ((TOOL_CALL_ARGUMENTS, rec.get("input")), (TOOL_CALL_RESULT, rec.get("output"))):
+                if value is not None:
+                    out[key] = value if isinstance(value, str) else json_text(value)
     elif kind == "agent":
         out[AGENT_NAME] = rec["name"]
     if llm:
         if llm.get("provider"):
-            out[PROVIDER_NAME] = out[SYSTEM] = llm["provider"]
+            out[PROVIDER_NAME] = llm["provider"]
+            if legacy:
+                out[SYSTEM] = llm["provider"]
         if llm.get("model"):
             out[REQUEST_MODEL] = llm["model"]
         if llm.get("response_model"):
@@ -240,7 +397,8 @@ def genai_attributes(rec: Record) -> Attributes:
         if llm.get("input_messages"):
             out[INPUT_MESSAGES] = genai_messages(llm["input_messages"])
         if llm.get("output_messages"):
-            out[OUTPUT_MESSAGES] = genai_messages(llm["output_messages"], output=True)
+            out[OUTPUT_MESSAGES] = genai_messages(llm["output_messages"], output=True,
+                                                  finish_reason="error" if _failed(rec) else "stop")
         if llm.get("time_to_first_token_ns") is not None:
             out[TIME_TO_FIRST_CHUNK] = llm["time_to_first_token_ns"] / 1e9
     if rec.get("session_id"):
@@ -300,14 +458,22 @@ def openinference_attributes(rec: Record) -> Attributes:
     """The OpenInference attributes of a record (what Phoenix reads)."""
     kind = rec.get("kind", "span")
     out: Attributes = {SPAN_KIND: OPENINFERENCE_KIND.get(kind, "UNKNOWN")}
-    if "input" in rec and rec["input"] is not None:
-        out[INPUT_VALUE], out[INPUT_MIME] = value_and_mime(rec["input"])
-    if "output" in rec and rec["output"] is not None:
-        out[OUTPUT_VALUE], out[OUTPUT_MIME] = value_and_mime(rec["output"])
+    given, produced = io_values(rec)
+    if given is not None:
+        out[INPUT_VALUE], out[INPUT_MIME] = value_and_mime(given)
+    if produced is not None:
+        out[OUTPUT_VALUE], out[OUTPUT_MIME] = value_and_mime(produced)
+    if kind == "tool":
+        out[OI_TOOL_NAME] = rec["name"]
+        description = tool_description(rec)
+        if description:
+            out[OI_TOOL_DESCRIPTION] = description
     llm = rec.get("llm") or {}
     if llm:
         if llm.get("model"):
             out[EMBEDDING_MODEL_NAME if kind == "embedding" else MODEL_NAME] = llm["model"]
+        if llm.get("response_model"):
+            out[RESPONSE_MODEL_NAME] = llm["response_model"]
         if llm.get("provider"):
             out[LLM_PROVIDER] = llm["provider"]
         if llm.get("params"):
