@@ -58,8 +58,30 @@ def test_success_records_model_messages_usage_cost_and_langfuse_metadata(shipped
     assert llm["cost_usd"] == pytest.approx(1.35e-05)
     assert llm["response_model"] == response.model
     assert "time_to_first_token_ns" not in llm
-    assert record["output"] == "hello there"
+    assert record["input"] == MESSAGES and record["output"] == "hello there"
     assert 0 < record["end_ns"] - record["start_ns"] < 60e9
+
+
+def test_call_user_is_the_user_unless_the_trace_names_one(shipped_daemon) -> None:
+    """litellm's `user=` becomes user_id (sync, stream and failure alike); a trace's own user wins."""
+    litellm.completion(model="gpt-4o-mini", messages=MESSAGES, mock_response="a", user="end-user-1",
+                       metadata={"session_id": "s-user"})
+    stream = litellm.completion(model="gpt-4o-mini", messages=MESSAGES, mock_response="b", user="end-user-1",
+                                stream=True, metadata={"session_id": "s-user"})
+    for _ in stream:
+        pass
+    with pytest.raises(litellm.RateLimitError):
+        litellm.completion(model="gpt-4o-mini", messages=MESSAGES, mock_response="litellm.RateLimitError",
+                           user="end-user-1", metadata={"session_id": "s-user"})
+    with shipper.trace_context(session_id="s-user-traced", user_id="trace-user"):
+        litellm.completion(model="gpt-4o-mini", messages=MESSAGES, mock_response="c", user="end-user-2")
+    litellm.completion(model="gpt-4o-mini", messages=MESSAGES, mock_response="d", user="end-user-3",
+                       metadata={"session_id": "s-user-meta", "trace_user_id": "meta-user"})
+    records = wait_records(shipped_daemon, 3, session_id="s-user")
+    assert sorted(r["status"] for r in records) == ["error", "ok", "ok"]
+    assert all(r["user_id"] == "end-user-1" and r["input"] == MESSAGES for r in records)
+    assert _one(shipped_daemon, session_id="s-user-traced")["user_id"] == "trace-user"
+    assert _one(shipped_daemon, session_id="s-user-meta")["user_id"] == "meta-user"
 
 
 def test_stream_records_time_to_first_token(shipped_daemon) -> None:

@@ -5,15 +5,17 @@
     litellm.callbacks = [ShipperCallback()]
 
 Each completion (sync or async, streamed or not, succeeded or failed) becomes one record: model,
-provider, parameters, input and output messages, usage, cost (litellm's `response_cost`), latency (start
-and end), time to first token for streams, the error for failures. Metadata keys work as with litellm's
+provider, parameters, input and output messages (the input messages are also the record's `input`, the
+answer its `output`), usage, cost (litellm's `response_cost`), latency (start and end), time to first
+token for streams, the error for failures. Metadata keys work as with litellm's
 Langfuse callback (`metadata={...}` on the call):
 
     trace_id         calls with the same value share one trace (a 32-hex or UUID value is used as is,
                      any other text is hashed); `existing_trace_id` likewise
     trace_name       the span's name when it is a trace's root (kept in metadata too)
     generation_name  the span's name (default `litellm.<call_type>`, e.g. `litellm.completion`)
-    session_id, trace_user_id (else the call's `user=`), tags     the trace-wide fields
+    session_id, trace_user_id (else the current trace's user, else the call's `user=`), tags
+                     the trace-wide fields
     trace_metadata   a dict merged into the record's metadata; other keys are kept in metadata as given
 
 Nesting: a call made inside a shipper span (`@shipper.traced`, `shipper.span`) becomes that span's child,
@@ -139,6 +141,17 @@ def _usage(response: Any, slo: Mapping[str, Any]) -> dict[str, int]:
     return usage
 
 
+def _end_user(kwargs: Mapping[str, Any]) -> str | None:
+    """The call's `user=` (OpenAI's end-user id), wherever this litellm version passes it."""
+    slo = kwargs.get("standard_logging_object") or {}
+    for where in (kwargs, kwargs.get("optional_params"), slo.get("model_parameters")):
+        user = where.get("user") if isinstance(where, Mapping) else None
+        if isinstance(user, str) and user:
+            return user
+    user = slo.get("end_user")
+    return user if isinstance(user, str) and user else None
+
+
 class ShipperCallback(CustomLogger):
     """One shipper `llm` span per litellm call; register with `litellm.callbacks = [ShipperCallback()]`."""
 
@@ -237,7 +250,9 @@ class ShipperCallback(CustomLogger):
             record["parent_id"] = parent_span
         llm = self._llm(kwargs, slo, response, call_type, start_ns, failed)
         record["llm"] = llm
-        if "input_messages" not in llm and kwargs.get("input") is not None:  # embeddings: the texts
+        if "input_messages" in llm:  # the span's Input, as on every other LLM span
+            record["input"] = llm["input_messages"]
+        elif kwargs.get("input") is not None:  # embeddings: the texts
             record["input"] = _dump(kwargs.get("input"))
         if not failed:
             outputs = llm.get("output_messages") or []
@@ -316,7 +331,7 @@ class ShipperCallback(CustomLogger):
     def _trace_wide(record: dict[str, Any], kwargs: Mapping[str, Any], metadata: Mapping[str, Any],
                     fields: Any) -> None:
         session = metadata.get("session_id") or (fields.session_id if fields else None)
-        user = metadata.get("trace_user_id") or (fields.user_id if fields else None) or kwargs.get("user")
+        user = metadata.get("trace_user_id") or (fields.user_id if fields else None) or _end_user(kwargs)
         tags = list(fields.tags) if fields and fields.tags else []
         given = metadata.get("tags")
         if isinstance(given, str):
