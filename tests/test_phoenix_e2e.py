@@ -120,3 +120,49 @@ async def test_example_trace_arrives_in_phoenix(phoenix_url: str):
     # Nothing went to the configured default project: the span's own project won.
     default = httpx.get(f"{phoenix_url}/v1/projects/default/spans", timeout=5)
     assert default.status_code == 404 or default.json()["data"] == []
+
+
+async def test_litellm_trace_fields_in_phoenix(phoenix_url: str):
+    """A litellm trace read back from Phoenix: Input and Output, models, tool name and description, user."""
+    from litellm_trace import END_USER, QUESTION, TOOL_DESCRIPTION, TOOL_INPUT, make_trace
+
+    from shipper.client.ids import new_span_id
+
+    trace = make_trace(project="litellm-mapping")
+    # The same call without input / output: Phoenix's Input and Output then come from the messages.
+    bare = {k: v for k, v in trace.paid.items() if k not in ("input", "output")}
+    bare.update(span_id=new_span_id(), name="capital-bare")
+    batch = [*trace.records, bare]
+    exporter = PhoenixExporter(Config(endpoint=phoenix_url, project="default"),
+                               Context(name="phoenix", state_dir=Path("/tmp"), counters=Counters()))
+    await exporter.open()
+    try:
+        await exporter.export(batch)
+    finally:
+        await exporter.aclose()
+
+    def arrived() -> list[dict] | None:
+        response = httpx.get(f"{phoenix_url}/v1/projects/litellm-mapping/spans", timeout=5,
+                             params={"limit": 100, "trace_id": trace.root["trace_id"]})
+        if response.status_code != 200:
+            return None
+        spans = response.json()["data"]
+        return spans if len(spans) >= len(batch) else None
+
+    spans = {s["name"]: s for s in wait_until(arrived, timeout=60, interval=0.25, what="the litellm trace in Phoenix")}
+    assert {name: s["span_kind"] for name, s in spans.items()} == {
+        "answer": "CHAIN", "capital": "LLM", "gazetteer": "TOOL", "free-answer": "LLM", "capital-bare": "LLM"}
+    for name in ("capital", "capital-bare"):
+        llm = spans[name]["attributes"]
+        assert orjson.loads(llm["input.value"]) == QUESTION and llm["input.mime_type"] == "application/json"
+        assert llm["llm.model_name"] == trace.paid["llm"]["model"]
+        assert llm["llm.response.model_name"] == trace.paid["llm"]["response_model"]
+        assert llm["user.id"] == END_USER
+        assert llm["llm.cost.total"] == pytest.approx(trace.paid["llm"]["cost_usd"])
+    assert spans["capital"]["attributes"]["output.value"] == "Paris"
+    assert orjson.loads(spans["capital-bare"]["attributes"]["output.value"]) == trace.paid["llm"]["output_messages"]
+    assert spans["free-answer"]["attributes"]["llm.cost.total"] == 0.0
+    tool = spans["gazetteer"]["attributes"]
+    assert (tool["tool.name"], tool["tool.description"]) == ("gazetteer", TOOL_DESCRIPTION)
+    assert orjson.loads(tool["input.value"]) == TOOL_INPUT
+    assert spans["answer"]["attributes"]["input.value"] == "Tell me about Paris"
