@@ -363,3 +363,36 @@ def test_otlp_http_sends_only_the_conventions_asked_for() -> None:
         keys = {key for span in server.spans() for key in span["attributes"]}
     assert "gen_ai.request.model" in keys
     assert not {k for k in keys if k.startswith(("llm.", "openinference."))}
+
+
+def test_the_decoder_reads_back_what_the_mappers_write():
+    """GenAI uri/blob parts, tool call arguments/result and Langfuse usage details lift back into the record."""
+    from shipper.exporters.langfuse import langfuse_attributes
+    from shipper.otlp.decode import lift
+    from shipper.otlp.semconv import genai_attributes
+
+    content = [{"type": "text", "text": "What is this?"},
+               {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+               {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+               {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]
+    rec = {**TRACE[0], "llm": {"input_messages": [{"role": "user", "content": content}],
+                               "usage": {"input_tokens": 100, "output_tokens": 50, "cache_read_tokens": 60,
+                                         "reasoning_tokens": 20}}}
+    lifted = lift(genai_attributes(rec))
+    assert lifted["llm"]["input_messages"] == [{"role": "user", "content": content}]
+    tool = {**TRACE[2], "input": {"q": "x"}, "output": [1, 2]}
+    lifted = lift(genai_attributes(tool, tool_content=True))
+    assert (lifted["kind"], lifted["input"], lifted["output"]) == ("tool", {"q": "x"}, [1, 2])
+    only_langfuse = {k: v for k, v in langfuse_attributes(rec).items() if k.startswith("langfuse.")}
+    assert lift(only_langfuse)["llm"]["usage"] == rec["llm"]["usage"]
+
+
+def test_phoenix_input_and_output_fall_back_to_the_messages():
+    """A record with messages but no input / output still gets OpenInference input.value / output.value."""
+    from shipper.otlp.semconv import openinference_attributes
+
+    bare = {k: v for k, v in TRACE[0].items() if k not in ("input", "output")}
+    attrs = openinference_attributes(bare)
+    assert orjson.loads(attrs["input.value"]) == TRACE[0]["llm"]["input_messages"]
+    assert orjson.loads(attrs["output.value"]) == TRACE[0]["llm"]["output_messages"]
+    assert attrs["input.mime_type"] == attrs["output.mime_type"] == "application/json"
