@@ -155,3 +155,17 @@ def test_genai_failed_call_and_media_parts(trace):
         {"type": "blob", "modality": "image", "content": "iVBORw0KGgo=", "mime_type": "image/png"},
         {"type": "blob", "modality": "audio", "content": "UklGRg==", "mime_type": "audio/wav"}]
     assert orjson.loads(attrs["gen_ai.output.messages"])[0]["finish_reason"] == "error"
+
+
+def test_the_documented_otlp_http_options_are_a_valid_config():
+    """The otlp_http block in docs/mappings.md passes validation and names the documented defaults."""
+    import re
+
+    from shipper.config import parse_config
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "mappings.md").read_text()
+    (example,) = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    config = parse_config("receivers: {s: {type: unix_socket, path: /tmp/x.sock}}\n" + example, "docs/mappings.md")
+    (spec,) = config.exporters
+    assert spec.type == "otlp_http"
+    assert (spec.config.conventions, spec.config.tool_content) == (["genai", "openinference"], False)
