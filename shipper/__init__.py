@@ -17,13 +17,12 @@ Spans go to the local daemon's socket, or to the spool directory when it cannot 
 
 from __future__ import annotations
 
-from .client.config import configure
 from .client.context import trace_context
 from .client.executor import TracedThreadPoolExecutor
 from .client.propagation import extract, inject
 from .client.span import Span, current_span, span
 from .client.traced import traced
-from .client.transport import flush, statistics
+from .client.transport import configure, flush, statistics
 
 __all__ = [
     "Span",

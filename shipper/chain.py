@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from shipper import registry
 from shipper.component import Context, Processor
 from shipper.config import ComponentSpec
@@ -57,11 +59,11 @@ class Chain:
                 close()
 
 
-def build_chain(specs: list[ComponentSpec], stats: Stats, state_dir, scope: str,
+def build_chain(specs: list[ComponentSpec], stats: Stats, state_dir: Path, scope: str,
                 max_record_bytes: int) -> Chain:
     """Instantiate the processors of `specs`; their counters live under `scope` (e.g. `shared`)."""
-    processors = []
-    names = []
+    processors: list[Processor] = []
+    names: list[str] = []
     for i, spec in enumerate(specs):
         name = f"{scope}[{i}].{spec.type}"
         ctx = Context(name=name, state_dir=state_dir, counters=stats.component("processors", name),

@@ -75,13 +75,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print("\n".join(exc.problems), file=sys.stderr)
         return 1
-    from shipper import logs, metrics, security, systemd
+    from shipper import control, logs, metrics, security, systemd
 
     logs.configure(config.settings.log_level)
     security.remember(secret.reveal() for _, secret in security.secrets_in(config))
     try:
         security.check_startup(config, args.config)
         pipeline = Pipeline(config, args.config)
+        control.install(pipeline)
         systemd.install(pipeline)
         metrics.install(pipeline)
         anyio.run(pipeline.run)
@@ -125,7 +126,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _control_path(args: argparse.Namespace) -> str:
     if args.control:
         return args.control
-    from shipper.pipeline import control_path
+    from shipper.control import control_path
 
     return control_path(_load(args.config))
 

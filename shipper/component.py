@@ -76,5 +76,3 @@ class Exporter(Protocol):
 
     async def aclose(self) -> None: ...
 
-
-ProcessorFactory = Callable[[Any, Context], Processor]

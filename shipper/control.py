@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -23,9 +24,10 @@ from shipper.errors import ControlError
 from shipper.security import redact
 
 if TYPE_CHECKING:
+    from shipper.config import Config
     from shipper.pipeline import Pipeline
 
-__all__ = ["ControlServer", "request", "stream_tail"]
+__all__ = ["ControlServer", "control_path", "install", "request", "stream_tail"]
 
 log = logging.getLogger("shipper.control")
 
@@ -132,6 +134,25 @@ class ControlServer:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
+
+
+def control_path(config: Config) -> str:
+    """The control socket: `control_socket`, else beside the first unix_socket receiver, else state_dir."""
+    if config.settings.control_socket:
+        return config.settings.control_socket
+    for spec in config.receivers:
+        if spec.type == "unix_socket":
+            return os.path.join(os.path.dirname(spec.config.path), "control.sock")
+    return str(Path(config.settings.state_dir) / "control.sock")
+
+
+def install(pipeline: Pipeline) -> ControlServer:
+    """Serve `pipeline`'s control socket with the daemon: bound before `ready`, removed at shutdown."""
+    server = ControlServer(control_path(pipeline.config), pipeline)
+    pipeline.openers.append(server.open)
+    pipeline.services.append(lambda _pipeline: server.serve())
+    pipeline.closers.append(server.aclose)
+    return server
 
 
 def request(path: str, command: str, timeout: float = 10.0) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from typing import Any
 import anyio
 from tenacity import AsyncRetrying, RetryCallState
 
+from shipper.component import Exporter
 from shipper.deadletter import DeadLetters
 from shipper.errors import ExportError, PermanentExportError, RetryableExportError
 from shipper.queue import DiskQueue, Item
@@ -67,7 +68,7 @@ class _Stopped(Exception):
 class Delivery:
     """The delivery worker of one exporter."""
 
-    def __init__(self, name: str, exporter: Any, queue: DiskQueue, deadletters: DeadLetters,
+    def __init__(self, name: str, exporter: Exporter, queue: DiskQueue, deadletters: DeadLetters,
                  config: DeliveryConfig, counters: Counters) -> None:
         self.name = name
         self.exporter = exporter

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import re
 import socket
 import time
@@ -48,8 +47,7 @@ from shipper.version import VERSION
 if TYPE_CHECKING:
     from shipper.pipeline import Pipeline
 
-__all__ = ["EXPORT_LATENCY", "MetricsServer", "PipelineCollector", "install", "observe_export_latency",
-           "process_rss_bytes"]
+__all__ = ["EXPORT_LATENCY", "MetricsServer", "PipelineCollector", "install", "observe_export_latency"]
 
 log = logging.getLogger("shipper.metrics")
 
@@ -72,15 +70,6 @@ MAX_REQUEST = 8192
 def observe_export_latency(exporter: str, seconds: float) -> None:
     """Record how long one export call to `exporter` took (the hook delivery code calls)."""
     EXPORT_LATENCY.labels(exporter).observe(seconds)
-
-
-def process_rss_bytes() -> int | None:
-    """This process's resident memory now (Linux `/proc/self/statm`), None where it cannot be read."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _gauge_name(key: str) -> str:

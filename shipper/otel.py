@@ -110,7 +110,7 @@ class ShipperSpanExporter(SpanExporter):
         """Turn each span into a record and send it; the outcome shows in `shipper.statistics()`."""
         if self._shut:
             return SpanExportResult.FAILURE
-        service = self.service or (transport._active or transport.active()).service
+        service = self.service or transport.active().service
         for span in spans:
             try:
                 parent_id, fields = None, None
@@ -195,7 +195,7 @@ def install(service: str | None = None, resource: dict[str, Any] | None = None,
     configured service); `resource` adds attributes to it (as does `OTEL_RESOURCE_ATTRIBUTES`). OpenTelemetry refuses to replace a global provider that is already set: then
     the provider is returned but not global, and a warning says so (OpenTelemetry's own).
     """
-    name = service or os.environ.get("OTEL_SERVICE_NAME") or (transport._active or transport.active()).service
+    name = service or os.environ.get("OTEL_SERVICE_NAME") or transport.active().service
     provider = TracerProvider(resource=Resource.create({"service.name": name, **(resource or {})}),
                               id_generator=ShipperIdGenerator())
     provider.add_span_processor(ShipperSpanProcessor(ShipperSpanExporter(service=name)))

@@ -34,18 +34,19 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from shipper import registry
 from shipper.batching import batches
 from shipper.chain import Chain, build_chain
-from shipper.component import Context, Intake
+from shipper.component import Context, Deliver, Intake, Receiver
 from shipper.config import Config, load_config
 from shipper.errors import ConfigError
+from shipper.record import Record
 from shipper.rejects import RejectLog
 from shipper.settings import DeliveryConfig
 from shipper.sink import QueuedSink
-from shipper.stats import Stats
+from shipper.stats import Stats, process_rss_bytes
 
 __all__ = ["Pipeline"]
 
@@ -53,6 +54,7 @@ log = logging.getLogger("shipper.pipeline")
 
 Listener = Callable[[str, "Pipeline"], None]
 Service = Callable[["Pipeline"], Awaitable[None]]
+Hook = Callable[[], Awaitable[None]]
 
 
 class Pipeline:
@@ -66,16 +68,18 @@ class Pipeline:
         self.state_dir = Path(self.settings.state_dir)
         self.started_at = time.time()
         self.listeners: list[Listener] = []
-        self.services: list[Service] = []
-        self.taps: list[Callable[[list[dict[str, Any]]], None]] = []  # `shipper tail` watchers
+        self.services: list[Service] = []  # run beside the pipeline: control socket, metrics, systemd
+        self.openers: list[Hook] = []  # awaited once the receivers are bound, before `ready`
+        self.closers: list[Hook] = []  # awaited first at shutdown, before the sinks close
+        self.taps: list[Callable[[list[Record]], None]] = []  # `shipper tail` watchers
         self.counters = self.stats.component("pipeline", "intake")
         self.rejects = RejectLog(self.state_dir / "rejected")
         self._stop: anyio.Event | None = None
         self._stop_requested = False
         self._drained: anyio.Event | None = None
-        self._send: MemoryObjectSendStream[tuple[Any, Intake]] | None = None
-        self.receivers: dict[str, Any] = {}
-        self.sinks: dict[str, Any] = {}
+        self._send: MemoryObjectSendStream[tuple[Receiver, Intake]] | None = None
+        self.receivers: dict[str, Receiver] = {}
+        self.sinks: dict[str, QueuedSink] = {}
         self.chain: Chain = Chain([])
         self._reload_lock: anyio.Lock | None = None
         self._build()
@@ -102,11 +106,6 @@ class Pipeline:
                for spec in config.exporters}
         return shared, own
 
-    @property
-    def control_path(self) -> str:
-        """Where `shipper status` and `shipper reload` reach this daemon."""
-        return control_path(self.config)
-
     def _emit(self, event: str) -> None:
         for listener in self.listeners:
             try:
@@ -118,18 +117,15 @@ class Pipeline:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Open everything, run until `stop()` or a signal, then shut down in order."""
-        from shipper.control import ControlServer
-
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._stop = anyio.Event()
         self._drained = anyio.Event()
         if self._stop_requested:
             self._stop.set()
-        send, receive = anyio.create_memory_object_stream[tuple[Any, Intake]](64)
+        send, receive = anyio.create_memory_object_stream[tuple[Receiver, Intake]](64)
         self._send = send
-        opened_sinks: list[Any] = []
-        opened_receivers: list[Any] = []
-        control = ControlServer(self.control_path, self)
+        opened_sinks: list[QueuedSink] = []
+        opened_receivers: list[Receiver] = []
         try:
             for sink in self.sinks.values():
                 await sink.open()
@@ -137,13 +133,13 @@ class Pipeline:
             for receiver in self.receivers.values():
                 await receiver.open()
                 opened_receivers.append(receiver)
-            await control.open()
+            for opener in self.openers:
+                await opener()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._process, receive)
                 intake = anyio.CancelScope()
                 tg.start_soon(self._run_receivers, intake)
                 await tg.start(self._signals, tg.cancel_scope)  # handlers in place before "ready"
-                tg.start_soon(control.serve)
                 for sink in self.sinks.values():
                     tg.start_soon(sink.run)
                 for service in self.services:
@@ -169,7 +165,8 @@ class Pipeline:
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                await control.aclose()
+                for closer in self.closers:
+                    await closer()
                 for sink in opened_sinks:
                     await sink.aclose()
                 for receiver in opened_receivers:
@@ -188,7 +185,7 @@ class Pipeline:
                 for receiver in self.receivers.values():
                     tg.start_soon(receiver.run, self._deliverer(receiver))
 
-    def _deliverer(self, receiver: Any) -> Callable[[Intake], Awaitable[None]]:
+    def _deliverer(self, receiver: Receiver) -> Deliver:
         async def deliver(intake: Intake) -> None:
             assert self._send is not None
             await self._send.send((receiver, intake))
@@ -207,7 +204,7 @@ class Pipeline:
                 else:
                     self.stop()
 
-    async def _process(self, receive: Any) -> None:
+    async def _process(self, receive: MemoryObjectReceiveStream[tuple[Receiver, Intake]]) -> None:
         settings = self.settings.batch
         try:
             async for batch in batches(
@@ -224,11 +221,11 @@ class Pipeline:
             assert self._drained is not None
             self._drained.set()
 
-    async def _handle(self, batch: list[tuple[Any, Intake]]) -> None:
+    async def _handle(self, batch: list[tuple[Receiver, Intake]]) -> None:
         if not batch:
             await self._flush_held(force=False)
             return
-        records: list[dict[str, Any]] = []
+        records: list[Record] = []
         for _, intake in batch:
             if intake.rejects:
                 self._reject(intake)
@@ -317,8 +314,6 @@ class Pipeline:
 
     def status(self) -> dict[str, Any]:
         """Counts and live figures per component, for `shipper status`."""
-        from shipper.metrics import process_rss_bytes
-
         snapshot = self.stats.snapshot()
         out: dict[str, Any] = {
             "pid": os.getpid(),
@@ -352,13 +347,3 @@ def _without_processors(section: Any, key: str) -> Any:
         return section
     return {name: {k: v for k, v in spec.items() if k != "processors"} if isinstance(spec, dict) else spec
             for name, spec in section.items()}
-
-
-def control_path(config: Config) -> str:
-    """The control socket: `control_socket`, else beside the first unix_socket receiver, else state_dir."""
-    if config.settings.control_socket:
-        return config.settings.control_socket
-    for spec in config.receivers:
-        if spec.type == "unix_socket":
-            return os.path.join(os.path.dirname(spec.config.path), "control.sock")
-    return str(Path(config.settings.state_dir) / "control.sock")

@@ -565,11 +565,6 @@ class DiskQueue:
             "queue_max_bytes": self.config.max_bytes,
         }
 
-    @property
-    def empty(self) -> bool:
-        """True when nothing remains to deliver."""
-        return self._live_items == 0 and self._live_bytes == 0
-
 
 def _fsync_all(fds: list[int]) -> None:
     for fd in fds:

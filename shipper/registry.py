@@ -14,11 +14,11 @@ REGISTRY: dict[str, dict[str, str]] = {
         "otlp_http": "shipper.receivers.otlp_http:OTLPHTTPReceiver",
     },
     "processors": {
-        "sample": "shipper.processors.sample:Sample",
-        "filter": "shipper.processors.filter:Filter",
-        "redact": "shipper.processors.redact:Redact",
-        "truncate": "shipper.processors.truncate:Truncate",
-        "rate_limit": "shipper.processors.rate_limit:RateLimit",
+        "sample": "shipper.processors.sample:sample_processor",
+        "filter": "shipper.processors.filter:FilterProcessor",
+        "redact": "shipper.processors.redact:RedactProcessor",
+        "truncate": "shipper.processors.truncate:TruncateProcessor",
+        "rate_limit": "shipper.processors.rate_limit:RateLimitProcessor",
     },
     "exporters": {
         "file": "shipper.exporters.file:FileExporter",

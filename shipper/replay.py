@@ -42,8 +42,7 @@ class ReplayError(ShipperError):
 
 
 def _daemon_running(config: Config) -> bool:
-    from shipper.control import request
-    from shipper.pipeline import control_path
+    from shipper.control import control_path, request
 
     try:
         request(control_path(config), "status", timeout=5.0)

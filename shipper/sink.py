@@ -9,12 +9,13 @@ the same guarantees, figures and shutdown behaviour; a slow or dead backend only
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import anyio
 
 from shipper.chain import Chain
-from shipper.component import Context
+from shipper.component import Context, Exporter
 from shipper.deadletter import DeadLetters
 from shipper.delivery import Delivery
 from shipper.errors import ConfigError
@@ -26,7 +27,7 @@ from shipper.stats import Counters
 __all__ = ["QueuedSink", "open_queue"]
 
 
-def open_queue(name: str, delivery: DeliveryConfig, state_dir: Any, counters: Counters) -> DiskQueue:
+def open_queue(name: str, delivery: DeliveryConfig, state_dir: Path, counters: Counters) -> DiskQueue:
     """The (unopened) durable queue of exporter `name`, sized by its `queue` and `batch` settings."""
     if not name or name.startswith(".") or "/" in name or "\0" in name:
         raise ConfigError([f"exporters.{name}: an exporter's name names its queue directory and dead-letter "
@@ -41,7 +42,7 @@ class QueuedSink:
     `delivery` (the exporter's `queue`, `retry` and `batch` keys) sizes the queue and paces the worker.
     """
 
-    def __init__(self, name: str, exporter: Any, chain: Chain, ctx: Context, delivery: DeliveryConfig) -> None:
+    def __init__(self, name: str, exporter: Exporter, chain: Chain, ctx: Context, delivery: DeliveryConfig) -> None:
         self.name = name
         self.exporter = exporter
         self.chain = chain

@@ -7,10 +7,20 @@ are plain ints bumped from the event loop thread, so no locks.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from typing import Any
 
-__all__ = ["Counters", "Stats"]
+__all__ = ["Counters", "Stats", "process_rss_bytes"]
+
+
+def process_rss_bytes() -> int | None:
+    """This process's resident memory now (Linux `/proc/self/statm`), None where it cannot be read."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class Counters:

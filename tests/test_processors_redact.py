@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from support import build_processor, make_span
 
 from shipper.errors import ConfigError
+from shipper.processors.redact import _masker
 from shipper.processors.walk import STRUCTURAL
 from shipper.record import validate
 
@@ -101,6 +102,12 @@ def records(draw):
     )
 
 
+def _matches(redact, value: str) -> list[str]:
+    """The names of the patterns that would still mask something in `value` (none once it is redacted)."""
+    return [name for name, regex in redact.patterns.items()
+            if any(_masker(name)(m) != m.group() for m in regex.finditer(value))]
+
+
 @settings(max_examples=100, deadline=None)
 @given(record=records())
 def test_no_configured_pattern_matches_anywhere_after_redaction(record) -> None:
@@ -109,7 +116,7 @@ def test_no_configured_pattern_matches_anywhere_after_redaction(record) -> None:
     before = copy.deepcopy(record)
     (out,) = redact([record])
     for where, text in _record_strings(out):
-        assert redact.matches(text) == [], (where, text)
+        assert _matches(redact, text) == [], (where, text)
     assert record == before  # never changed in place
 
 

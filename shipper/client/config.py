@@ -10,7 +10,7 @@ from typing import Any
 
 from .paths import resolve_socket_path, resolve_spool_dir
 
-__all__ = ["MODES", "Settings", "configure", "load_settings"]
+__all__ = ["MODES", "Settings", "load_settings"]
 
 MODES = ("auto", "socket", "spool")
 
@@ -119,41 +119,3 @@ def load_settings(strict: bool = True, **overrides: Any) -> Settings:
         message = f"shipper: invalid SHIPPER_* settings, defaults used instead:\n  {listing}"
         warnings.warn(message, RuntimeWarning, stacklevel=2)
     return Settings(**raw)
-
-
-def configure(
-    service: str | None = None,
-    socket: str | None = None,
-    spool_dir: str | None = None,
-    mode: str | None = None,
-    disabled: bool | None = None,
-    capture_input: bool | None = None,
-    capture_output: bool | None = None,
-    max_value_bytes: int | None = None,
-    max_message_bytes: int | None = None,
-    spool_max_bytes: int | None = None,
-) -> Settings:
-    """Set up the shim; optional, since the first span starts it from the environment.
-
-    An argument left at None falls back to its `SHIPPER_*` variable (SHIPPER_SERVICE, SHIPPER_SOCKET,
-    SHIPPER_SPOOL_DIR, SHIPPER_MODE, SHIPPER_DISABLED), then to its default. Bad values raise ValueError,
-    listing every problem. Calling it again replaces the transport: the old socket and spool file are
-    closed (closing the spool file tells the daemon that file is finished).
-    """
-    settings = load_settings(
-        strict=True,
-        service=service,
-        socket=socket,
-        spool_dir=spool_dir,
-        mode=mode,
-        disabled=disabled,
-        capture_input=capture_input,
-        capture_output=capture_output,
-        max_value_bytes=max_value_bytes,
-        max_message_bytes=max_message_bytes,
-        spool_max_bytes=spool_max_bytes,
-    )
-    from . import transport  # imported here: transport imports this module for lazy starts
-
-    transport.install(settings)
-    return settings

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from . import transport
-from .config import configure
+from .transport import configure
 
 __all__ = ["RecordingServer", "capture", "read_spool"]
 

@@ -33,7 +33,7 @@ from . import config
 from .encode import FAST_OPTIONS, encode_record, fast_dumps, repr_default
 from .spool import SpoolFile
 
-__all__ = ["Transport", "active", "emit_record", "flush", "install", "shutdown", "statistics"]
+__all__ = ["Transport", "active", "configure", "emit_record", "flush", "install", "shutdown", "statistics"]
 
 SNDBUF_BYTES = 4 * 1024 * 1024  # about 6,000 records of 500 B queue in the kernel before EAGAIN
 RECONNECT_INTERVAL = 1.0  # seconds between connect attempts while the daemon is down
@@ -244,6 +244,42 @@ def active() -> Transport:
 def install(settings: config.Settings) -> Transport:
     """Make a transport for `settings` the active one; the previous one is closed."""
     return _replace(Transport(settings))  # type: ignore[return-value]
+
+
+def configure(
+    service: str | None = None,
+    socket: str | None = None,
+    spool_dir: str | None = None,
+    mode: str | None = None,
+    disabled: bool | None = None,
+    capture_input: bool | None = None,
+    capture_output: bool | None = None,
+    max_value_bytes: int | None = None,
+    max_message_bytes: int | None = None,
+    spool_max_bytes: int | None = None,
+) -> config.Settings:
+    """Set up the shim; optional, since the first span starts it from the environment.
+
+    An argument left at None falls back to its `SHIPPER_*` variable (SHIPPER_SERVICE, SHIPPER_SOCKET,
+    SHIPPER_SPOOL_DIR, SHIPPER_MODE, SHIPPER_DISABLED), then to its default. Bad values raise ValueError,
+    listing every problem. Calling it again replaces the transport: the old socket and spool file are
+    closed (closing the spool file tells the daemon that file is finished).
+    """
+    settings = config.load_settings(
+        strict=True,
+        service=service,
+        socket=socket,
+        spool_dir=spool_dir,
+        mode=mode,
+        disabled=disabled,
+        capture_input=capture_input,
+        capture_output=capture_output,
+        max_value_bytes=max_value_bytes,
+        max_message_bytes=max_message_bytes,
+        spool_max_bytes=spool_max_bytes,
+    )
+    install(settings)
+    return settings
 
 
 def shutdown() -> None:

@@ -244,7 +244,7 @@ class ShipperCallback(CustomLogger):
             "name": str(name or f"litellm.{call_type}")[:1024],
             "kind": "embedding" if "embedding" in call_type else "llm",
             "otel_kind": "client", "start_ns": start_ns, "end_ns": end_ns,
-            "service": self.service or (transport._active or transport.active()).service,
+            "service": self.service or transport.active().service,
         }
         if parent_span:
             record["parent_id"] = parent_span

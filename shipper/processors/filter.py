@@ -17,14 +17,14 @@ from shipper.component import Context
 from shipper.processors.match import Match, Predicate, compile_match, describe_match
 from shipper.record import KINDS, Record
 
-__all__ = ["Filter", "FilterConfig", "is_ai_span"]
+__all__ = ["FilterProcessor", "Config", "is_ai_span"]
 
 AI_KINDS = sorted(KINDS - {"span", "task"})
 _AI_PREFIXES = ("gen_ai.", "llm.")
 
 
 @dataclass(kw_only=True)
-class FilterConfig:
+class Config:
     """Drop rules, keep-only rules, and the LLM-only switch."""
 
     drop: list[Match] = field(default_factory=list)
@@ -53,12 +53,12 @@ def _is_root(span: Record) -> bool:
     return span.get("parent_id") is None
 
 
-class Filter:
+class FilterProcessor:
     """Keeps the spans the rules let through; counts the rest as `filtered`."""
 
-    Config = FilterConfig
+    Config = Config
 
-    def __init__(self, config: FilterConfig, ctx: Context) -> None:
+    def __init__(self, config: Config, ctx: Context) -> None:
         self.config = config
         self.counters = ctx.counters
         self.drops: list[Predicate] = [compile_match(rule) for rule in config.drop]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from shipper.record import KINDS, STATUSES, Record
@@ -50,11 +50,6 @@ class Match:
                     problems.append(f"{key}.{name}: expected a string (glob), number or true/false to compare "
                                     f"with, got {type(value).__name__}")
         return problems
-
-
-def match_fields() -> tuple[str, ...]:
-    """The names of the matching keys, for rule dataclasses that extend `Match`."""
-    return tuple(f.name for f in fields(Match))
 
 
 def _as_list(value: Globs) -> list[str]:

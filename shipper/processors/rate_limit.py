@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from shipper.component import Context
 from shipper.record import Record
 
-__all__ = ["RateLimit", "RateLimitConfig"]
+__all__ = ["RateLimitProcessor", "Config"]
 
 
 @dataclass(kw_only=True)
-class RateLimitConfig:
+class Config:
     """Spans per second per service, and the burst a bucket holds."""
 
     spans_per_second: float = field(default=1000.0, metadata={"min": 0.0})
@@ -33,12 +33,12 @@ class RateLimitConfig:
         return []
 
 
-class RateLimit:
+class RateLimitProcessor:
     """Token buckets by service."""
 
-    Config = RateLimitConfig
+    Config = Config
 
-    def __init__(self, config: RateLimitConfig, ctx: Context) -> None:
+    def __init__(self, config: Config, ctx: Context) -> None:
         self.counters = ctx.counters
         self.rate = config.spans_per_second
         self.burst = float(config.burst if config.burst is not None else max(1, int(config.spans_per_second)))

@@ -30,7 +30,7 @@ from shipper.component import Context
 from shipper.processors.walk import STRUCTURAL, changed_paths, map_items
 from shipper.record import Record
 
-__all__ = ["BUILTIN_PATTERNS", "Redact", "RedactConfig"]
+__all__ = ["BUILTIN_PATTERNS", "RedactProcessor", "Config"]
 
 BUILTIN_PATTERNS: dict[str, str] = {
     "private_key": r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|\Z)",
@@ -89,7 +89,7 @@ def _masker(name: str) -> Callable[[re.Match[str]], str]:
 
 
 @dataclass(kw_only=True)
-class RedactConfig:
+class Config:
     """Which built-in rules are on, and your own key globs and value patterns."""
 
     builtin: list[str] = field(default_factory=lambda: ["secrets"])
@@ -128,12 +128,12 @@ class RedactConfig:
         return names
 
 
-class Redact:
+class RedactProcessor:
     """Masks matching keys and values; returns copies of the records it changed."""
 
-    Config = RedactConfig
+    Config = Config
 
-    def __init__(self, config: RedactConfig, ctx: Context) -> None:
+    def __init__(self, config: Config, ctx: Context) -> None:
         self.counters = ctx.counters
         enabled = config.enabled()
         rules = {name: pattern for name, pattern in BUILTIN_PATTERNS.items() if name in enabled}
@@ -166,11 +166,6 @@ class Redact:
             if not changed:
                 break
         return value
-
-    def matches(self, value: str) -> list[str]:
-        """The names of the patterns that would mask something in `value` (none once it is redacted)."""
-        return [name for name, regex in self.patterns.items()
-                if any(mask(m) != m.group() for mask in (_masker(name),) for m in regex.finditer(value))]
 
     def value(self, value: Any) -> Any:
         """`value` redacted; the very same object when nothing in it changed (the per-record hot path)."""

@@ -15,14 +15,17 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shipper.component import Context
 from shipper.processors.match import Match, Predicate, compile_match, describe_match
 from shipper.processors.tail import TailConfig
 from shipper.record import Record
 
-__all__ = ["HeadPolicy", "HeadSampler", "Sample", "SampleConfig", "SampleRule", "trace_fraction"]
+if TYPE_CHECKING:
+    from shipper.processors.tail import TailSampler
+
+__all__ = ["Config", "HeadPolicy", "HeadSampler", "SampleRule", "sample_processor", "trace_fraction"]
 
 _SCALE = float(1 << 64)
 
@@ -35,7 +38,7 @@ class SampleRule(Match):
 
 
 @dataclass(kw_only=True)
-class SampleConfig:
+class Config:
     """Head rate, rules and seed; `tail` turns on tail sampling (decide once the trace is complete)."""
 
     rate: float = field(default=1.0, metadata={"min": 0.0, "max": 1.0})
@@ -59,7 +62,7 @@ def trace_fraction(trace_id: str, seed: int = 0) -> float:
 class HeadPolicy:
     """The rules and rate of a `sample` config, compiled: which rate a span gets, and the hash test."""
 
-    def __init__(self, config: SampleConfig) -> None:
+    def __init__(self, config: Config) -> None:
         self.rules = config.rules
         self.rate = config.rate
         self.seed = config.seed
@@ -101,7 +104,7 @@ class HeadPolicy:
 class HeadSampler:
     """Keeps or drops each span by its trace's decision."""
 
-    def __init__(self, config: SampleConfig, ctx: Context) -> None:
+    def __init__(self, config: Config, ctx: Context) -> None:
         self.counters = ctx.counters
         self.policy = HeadPolicy(config)
         self.capacity = config.decision_cache
@@ -135,14 +138,13 @@ class HeadSampler:
         return self.policy.describe(span)
 
 
-class Sample:
-    """The `sample` processor: a `HeadSampler`, or a `TailSampler` when the config has `tail`."""
+def sample_processor(config: Config, ctx: Context) -> HeadSampler | TailSampler:
+    """The `sample` processor's factory: a `HeadSampler`, or a `TailSampler` when the config has `tail`."""
+    if config.tail is not None:
+        from shipper.processors.tail import TailSampler
 
-    Config = SampleConfig
+        return TailSampler(config, ctx, HeadPolicy(config))
+    return HeadSampler(config, ctx)
 
-    def __new__(cls, config: SampleConfig, ctx: Context) -> Any:  # type: ignore[misc]
-        if config.tail is not None:
-            from shipper.processors.tail import TailSampler
 
-            return TailSampler(config, ctx, HeadPolicy(config))
-        return HeadSampler(config, ctx)
+sample_processor.Config = Config  # type: ignore[attr-defined]  # the registry's contract: a factory and its Config

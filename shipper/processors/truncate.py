@@ -22,7 +22,7 @@ from shipper.processors.walk import STRUCTURAL, changed_paths, map_items
 from shipper.record import Record
 from shipper.values import ByteSize
 
-__all__ = ["Truncate", "TruncateConfig", "cut"]
+__all__ = ["TruncateProcessor", "Config", "cut"]
 
 _MIN_VALUE = 64
 
@@ -44,7 +44,7 @@ def cut(text: str, limit: int) -> str:
 
 
 @dataclass(kw_only=True)
-class TruncateConfig:
+class Config:
     """The caps, in bytes."""
 
     max_value_bytes: ByteSize = field(default=64 * 1024, metadata={"min": _MIN_VALUE})
@@ -114,12 +114,12 @@ def _size(span: Record) -> int:
     return len(orjson.dumps(span))
 
 
-class Truncate:
+class TruncateProcessor:
     """Caps strings and records; copies what it changes."""
 
-    Config = TruncateConfig
+    Config = Config
 
-    def __init__(self, config: TruncateConfig, ctx: Context) -> None:
+    def __init__(self, config: Config, ctx: Context) -> None:
         self.counters = ctx.counters
         self.max_value = config.max_value_bytes
         self.max_record = config.max_record_bytes
