@@ -87,17 +87,17 @@ def _history_panel(title: str, runs: list[dict[str, Any]], series: dict[str, lis
     y0, y1 = top + 30, top + 30 + height
     values = [v for s in series.values() for v in s if v] + list(guides.values())
     if not values:
-        return out + [_text(left, y0 + 20, "no data yet", 12)], y1 + 40
+        return [*out, _text(left, y0 + 20, "no data yet", 12)], y1 + 40
     lo, hi = min(values), max(values)
     if log:
         lo, hi = 10 ** math.floor(math.log10(lo)), 10 ** math.ceil(math.log10(hi))
         scale = lambda v: y1 - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo) or 1) * height  # noqa: E731
-        ticks = [lo * 10 ** i for i in range(int(round(math.log10(hi / lo))) + 1)]
+        ticks = [lo * 10 ** i for i in range(round(math.log10(hi / lo)) + 1)]
     else:
         step = _nice_step(hi / 4)
         lo, hi = 0.0, step * math.ceil(hi * 1.05 / step)
         scale = lambda v: y1 - (v - lo) / (hi - lo or 1) * height  # noqa: E731
-        ticks = [step * i for i in range(int(round(hi / step)) + 1)]
+        ticks = [step * i for i in range(round(hi / step) + 1)]
     for t in ticks:
         out.append(_line(left, scale(t), right, scale(t), "#e5e5e5"))
         out.append(_text(left - 6, scale(t) + 4, _short(t), 10, "end", color="#555"))

@@ -67,6 +67,6 @@ def measure(seconds: float, rate: float, sample_every: float, log: Callable[[str
     rss = [s[1] for s in samples]
     return {"outage_s": round(outage_s, 1), "rate_per_s": rate, "spans": n, "arrived": arrived, "lost": n - arrived,
             "backlog_mb": round(backlog / MB, 2), "rss_start_mb": round(rss_start / MB, 2),
-            "rss_max_mb": max(rss + [round(peak_drain / MB, 2)]), "rss_outage_end_mb": round(rss_outage_end / MB, 2),
+            "rss_max_mb": max([*rss, round(peak_drain / MB, 2)]), "rss_outage_end_mb": round(rss_outage_end / MB, 2),
             "rss_end_mb": round(rss_end / MB, 2), "drain_s": round(drain_s, 2), "samples": samples,
             "columns": ["t_s", "rss_mb", "queue_mb"]}

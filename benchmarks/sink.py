@@ -44,10 +44,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     state: _State
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         state = self.state
         with state.lock:
             if self.path.startswith("/latencies"):
@@ -59,7 +59,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                      "errors": state.errors})
         self._answer(200, body, "application/json")
 
-    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_POST(self) -> None:
         arrival = time.time_ns()
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""

@@ -49,7 +49,7 @@ FIGURES = ("p50_ns", "p99_ns", "p999_ns", "mean_ns", "cpu_ns", "wall_ns")
 def otel_available() -> bool:
     """Whether the OpenTelemetry SDK and its OTLP/HTTP exporter are installed."""
     try:
-        import opentelemetry.exporter.otlp.proto.http.trace_exporter  # noqa: F401
+        import opentelemetry.exporter.otlp.proto.http.trace_exporter
         import opentelemetry.sdk.trace  # noqa: F401
     except ImportError:
         return False

@@ -28,7 +28,7 @@ def decide(question: str, documents: list[str]) -> str:
 def agent(question: str) -> str:
     documents = retrieve(question)
     if decide(question, documents) == "calculator":
-        return str(calculator(question.split()[-1]))
+        return str(calculator(question.rsplit(maxsplit=1)[-1]))
     return documents[0]
 
 

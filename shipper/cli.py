@@ -125,7 +125,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _control_path(args: argparse.Namespace) -> str:
     if args.control:
-        return args.control
+        return str(args.control)
     from shipper.control import control_path
 
     return control_path(_load(args.config))

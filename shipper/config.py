@@ -156,7 +156,7 @@ def _convert(tp: Any, value: Any, path: str, meta: typing.Mapping[str, Any], pro
             return {}
         return {str(k): _convert(val_tp, v, f"{path}.{k}", {}, problems) for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
-        return build_dataclass(tp, value, path, problems)
+        return build_dataclass(typing.cast(type, tp), value, path, problems)
     if tp is Any:
         return value
     if tp is bool:

@@ -177,7 +177,8 @@ def request(path: str, command: str, timeout: float = 10.0) -> dict[str, Any]:
     finally:
         sock.close()
     try:
-        return orjson.loads(data)
+        answer: dict[str, Any] = orjson.loads(data)
+        return answer
     except orjson.JSONDecodeError as exc:
         raise ControlError(f"the daemon at {path} gave an answer that is not JSON") from exc
 

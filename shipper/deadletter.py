@@ -29,7 +29,7 @@ import orjson
 from shipper import security
 from shipper.record import Record
 
-__all__ = ["DeadLetters", "MAX_EXCERPT", "read_lines"]
+__all__ = ["MAX_EXCERPT", "DeadLetters", "read_lines"]
 
 log = logging.getLogger("shipper.deadletter")
 

@@ -54,7 +54,7 @@ def backoff(attempt: int, initial: float, maximum: float, rand: float | None = N
     """The wait after failed attempt number `attempt` (1-based): exponential, with equal jitter."""
     base = min(maximum, initial * 2 ** min(attempt - 1, 62))
     share = random.random() if rand is None else rand
-    return base / 2 + base / 2 * share
+    return float(base / 2 + base / 2 * share)
 
 
 def _is_auth(exc: BaseException | None) -> bool:
@@ -205,7 +205,7 @@ class Delivery:
         else:
             wait = backoff(state.attempt_number, self.retry.initial_interval, self.retry.max_interval)
         if self.retry.max_elapsed:
-            wait = min(wait, max(0.0, self.retry.max_elapsed - state.seconds_since_start))
+            wait = min(wait, max(0.0, self.retry.max_elapsed - (state.seconds_since_start or 0.0)))
         return wait
 
     def _stop(self, state: RetryCallState) -> bool:

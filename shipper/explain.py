@@ -41,7 +41,7 @@ def _run(processor: Any, trace: list[Record]) -> list[Record]:
     out = processor([copy.deepcopy(s) for s in trace])
     if hasattr(processor, "flush"):
         out = out + processor.flush(True)
-    return out
+    return out  # type: ignore[no-any-return]
 
 
 def _walk(specs: list[ComponentSpec], scope: str, span: Record, trace: list[Record], config: Config,
@@ -74,7 +74,8 @@ def _explain_one(config: Config, span: Record, trace: list[Record], out: TextIO)
         lines.append(f"  => dropped by {dropped_by}: no exporter gets it")
         print("\n".join(lines), file=out)
         return
-    exported, dropped = [], []
+    exported: list[str] = []
+    dropped: list[str] = []
     for exporter in config.exporters:
         if not exporter.processors:
             lines.append(f"  exporter {exporter.name} ({exporter.type}): no processors of its own")

@@ -94,7 +94,7 @@ class PipelineCollector:
         for section, components in snapshot.items():
             for name, figures in components.items():
                 for key, value in figures.items():
-                    if key == "dropped" or key == "malformed":
+                    if key in {"dropped", "malformed"}:
                         family = dropped if key == "dropped" else malformed
                         for reason, n in value.items():
                             family.add_metric([section, name, str(reason)], n)

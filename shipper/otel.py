@@ -65,6 +65,7 @@ def _hex_span(value: int) -> str:
 def span_record(span: ReadableSpan, service: str | None = None, parent_id: str | None = None) -> dict[str, Any]:
     """The record v1 of a finished OpenTelemetry span (`service` stands in for an unnamed resource)."""
     ctx = span.get_span_context()
+    assert ctx is not None  # a finished SDK span always has its context
     parent = span.parent
     scope = span.instrumentation_scope
     status = span.status
@@ -116,7 +117,8 @@ class ShipperSpanExporter(SpanExporter):
                 parent_id, fields = None, None
                 if self._started:
                     with self._lock:
-                        parent_id, fields = self._started.pop(span.get_span_context().span_id, (None, None))
+                        parent_id, fields = self._started.pop(
+                            span.get_span_context().span_id, (None, None))  # type: ignore[union-attr]
                 record = span_record(span, service, parent_id)
                 if fields:
                     for key, value in fields.items():

@@ -28,7 +28,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ __all__ = ["Pipeline"]
 log = logging.getLogger("shipper.pipeline")
 
 Listener = Callable[[str, "Pipeline"], None]
-Service = Callable[["Pipeline"], Awaitable[None]]
+Service = Callable[["Pipeline"], Coroutine[Any, Any, None]]
 Hook = Callable[[], Awaitable[None]]
 
 

@@ -123,7 +123,7 @@ def _check(buf: Any, offset: int, end: int) -> tuple[int, int, int] | None:
 
 def _resync(buf: Any, offset: int, end: int) -> int:
     """The offset of the next valid record after `offset`, or `end` if there is none."""
-    at = offset
+    at: int = offset
     while True:
         at = buf.find(MAGIC, at + 1, end)
         if at < 0:
@@ -137,7 +137,7 @@ def _next_after_bad(buf: Any, offset: int, end: int) -> int | None:
     else the next valid record; None when nothing valid follows and the record is not whole (torn)."""
     if end - offset >= HEADER.size:
         magic, length = struct.unpack_from(">4sI", buf, offset)
-        after = offset + HEADER.size + length
+        after: int = offset + HEADER.size + length
         if magic == MAGIC and after <= end and (after == end or buf[after:after + 4] == MAGIC):
             return after
     nxt = _resync(buf, offset, end)
@@ -541,8 +541,7 @@ class DiskQueue:
 
     def _advance(self, pos: Position) -> None:
         self._head = self._normalize(pos)
-        if self._read < self._head:
-            self._read = self._head
+        self._read = max(self._read, self._head)
         self._write_ack()
         while self._segments[0] < self._head[0]:
             self._unlink(self._segments.pop(0))

@@ -20,7 +20,7 @@ import orjson
 from shipper.client.fields import KINDS, OTEL_KINDS, STATUSES, TRACE_FIELDS, USAGE_KEYS
 from shipper.errors import RecordError
 
-__all__ = ["KINDS", "MAX_RECORD_BYTES", "STATUSES", "Reject", "Record", "decode_payload", "validate"]
+__all__ = ["KINDS", "MAX_RECORD_BYTES", "STATUSES", "Record", "Reject", "decode_payload", "validate"]
 
 Record = dict[str, Any]
 

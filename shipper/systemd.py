@@ -212,7 +212,8 @@ def adopt_sockets(pipeline: Pipeline, sockets: list[tuple[socket.socket, str]]) 
     """Hand inherited sockets to the pipeline's unix_socket receivers; returns the receivers that took one."""
     taken = []
     for name, sock in match_sockets(pipeline.receivers, sockets):
-        pipeline.receivers[name].adopt(sock)
+        receiver: Any = pipeline.receivers[name]  # a unix_socket receiver: match_sockets picks only those
+        receiver.adopt(sock)
         log.info("Receiver %s listens on %s, inherited from systemd.", name, _bound_path(sock))
         taken.append(name)
     return taken

@@ -161,7 +161,7 @@ def _json_ids_to_base64(payload: Any) -> Any:
 def decode_request(body: bytes, content_type: str = PROTOBUF) -> ExportTraceServiceRequest:
     """Parse an OTLP trace export body (protobuf, or OTLP/JSON with hex ids)."""
     message = ExportTraceServiceRequest()
-    if content_type.split(";")[0].strip() == JSON:
+    if content_type.split(";", maxsplit=1)[0].strip() == JSON:
         json_format.ParseDict(_json_ids_to_base64(orjson.loads(body)), message, ignore_unknown_fields=True)
     else:
         message.ParseFromString(body)
@@ -202,13 +202,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _HTTPServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         self._answer(200, b"ok", "text/plain", ())
 
-    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_POST(self) -> None:
         owner = self.server.owner
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""

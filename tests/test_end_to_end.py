@@ -113,7 +113,7 @@ def test_embedded_default_masks_secrets_and_caps_values(daemon_factory) -> None:
     ''')
     out = subprocess.run([sys.executable, "-c", app], capture_output=True, text=True, env=daemon.env, timeout=60)
     assert out.returncode == 0, out.stderr
-    (record,) = wait_for(lambda: daemon.records(), message="the span")
+    (record,) = wait_for(daemon.records, message="the span")
     assert "sk-proj-abcdefghij" not in record["input"] and "[REDACTED:" in record["input"]
     assert record["input"].endswith("bytes]") and "…[truncated " in record["input"]
     assert len(record["input"].encode()) <= 64 * 1024

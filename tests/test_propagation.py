@@ -58,7 +58,7 @@ def test_a_trace_continues_over_http_into_another_process(shipped_daemon) -> Non
     seen: list[dict[str, str]] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             headers = dict(self.headers.items())
             seen.append(headers)
             with shipper.span("handle", kind="task", parent=shipper.extract(headers)) as s:

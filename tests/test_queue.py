@@ -51,7 +51,8 @@ async def test_put_take_ack_keeps_order_and_splits_records(tmp_path: Path) -> No
     assert [len(item.spans) for item in items] == [4, 4, 2]
     assert ids(items) == [f"s{i}" for i in range(10)]
     q.ack(items)
-    assert q.empty and q.statistics()["queue_items"] == 0
+    stats = q.statistics()
+    assert stats["queue_items"] == 0 and stats["queue_bytes"] == 0
     await q.aclose()
 
 

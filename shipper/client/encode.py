@@ -47,7 +47,7 @@ except ImportError:  # pragma: no cover - the standard library fallback
         ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=repr_default
     )
 
-    def fast_dumps(record: Any, default: Any = None, option: int = 0) -> bytes:
+    def fast_dumps(record: Any, default: Any = None, option: int = 0) -> bytes:  # type: ignore[misc]
         return (_encoder.encode(record) + "\n").encode("utf-8")
 
     def _dumps(record: Any, option: int = 0) -> bytes:
@@ -122,7 +122,7 @@ class _Walk:
             return str(value)
         return self.text(repr_default(value))
 
-    def container(self, value: dict | list | tuple, depth: int) -> Any:
+    def container(self, value: dict[Any, Any] | list[Any] | tuple[Any, ...], depth: int) -> Any:
         if depth >= _MAX_DEPTH or id(value) in self.open:
             self.changed = True
             return f"<{'cycle' if id(value) in self.open else 'too deep'}: {type(value).__qualname__}>"

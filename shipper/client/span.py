@@ -125,7 +125,7 @@ class Span:
                 self.trace_id = (getrandbits(128) or 1).to_bytes(16, "big").hex()  # = ids.new_trace_id()
             else:  # a RemoteParent from extract(): its trace, its baggage, then our trace_context() blocks
                 self.trace_id = parent.trace_id
-                wide = merged(parent.fields, wide)
+                wide = merged(parent.fields, wide)  # type: ignore[union-attr]
             trace = TraceState(wide if self._wide is None else merged(wide, self._wide))
             self._wide = None
         self._parent = parent

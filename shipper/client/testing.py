@@ -122,8 +122,8 @@ class RecordingServer:
             while True:
                 for key, _ in selector.select():
                     if key.data == "stop":
-                        for conn in [k.fileobj for k in selector.get_map().values() if k.data == "read"]:
-                            conn.close()  # type: ignore[union-attr]
+                        for reader in [k.fileobj for k in selector.get_map().values() if k.data == "read"]:
+                            reader.close()  # type: ignore[union-attr]
                         return
                     if key.data == "accept":
                         conn, _ = self._listener.accept()

@@ -50,9 +50,10 @@ def traced(
 
     def decorate(func: F) -> F:
         if isinstance(func, (classmethod, staticmethod)):
-            return type(func)(decorate(func.__func__))  # type: ignore[return-value]
-        return _wrap(func, name or getattr(func, "__qualname__", None) or repr(func), kind,
-                     capture_input, capture_output)
+            return type(func)(decorate(func.__func__))
+        wrapped: F = _wrap(func, name or getattr(func, "__qualname__", None) or repr(func), kind,
+                           capture_input, capture_output)
+        return wrapped
 
     return decorate(fn) if fn is not None else decorate
 
@@ -72,13 +73,13 @@ def _binder(fn: Callable[..., Any]) -> Callable[[tuple[Any, ...], dict[str, Any]
     # zip() stops at the shorter: arguments left to their defaults are simply not there (no strict=).
 
     def bind_plain(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        inputs = dict(zip(names, args))  # noqa: B905
+        inputs = dict(zip(names, args))
         if kwargs:
             inputs.update(kwargs)
         return inputs
 
     def bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        inputs = dict(zip(shown, args[skip:]))  # noqa: B905
+        inputs = dict(zip(shown, args[skip:]))
         if rest is not None and len(args) > count:
             inputs[rest] = args[count:]
         if kwargs:

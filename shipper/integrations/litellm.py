@@ -91,9 +91,9 @@ def _dump(obj: Any) -> Any:
 
 def _ns(seconds: Any) -> int | None:
     if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
-        return int(round(seconds * 1e9))
+        return round(seconds * 1e9)
     timestamp = getattr(seconds, "timestamp", None)  # a datetime
-    return int(round(timestamp() * 1e9)) if callable(timestamp) else None
+    return round(timestamp() * 1e9) if callable(timestamp) else None
 
 
 def _messages(value: Any) -> list[dict[str, Any]] | None:
@@ -164,22 +164,22 @@ class ShipperCallback(CustomLogger):
 
     # litellm's hooks: the parameter names are litellm's (it passes them by keyword).
 
-    def log_pre_api_call(self, model, messages, kwargs):  # type: ignore[no-untyped-def]
+    def log_pre_api_call(self, model: Any, messages: Any, kwargs: Any) -> None:
         self._remember(kwargs)
 
-    async def async_log_pre_api_call(self, model, messages, kwargs):  # type: ignore[no-untyped-def]
+    async def async_log_pre_api_call(self, model: Any, messages: Any, kwargs: Any) -> None:
         self._remember(kwargs)
 
-    def log_success_event(self, kwargs, response_obj, start_time, end_time):  # type: ignore[no-untyped-def]
+    def log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self._record(kwargs, response_obj, start_time, end_time, failed=False)
 
-    def log_failure_event(self, kwargs, response_obj, start_time, end_time):  # type: ignore[no-untyped-def]
+    def log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self._record(kwargs, response_obj, start_time, end_time, failed=True)
 
-    async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):  # type: ignore[no-untyped-def]
+    async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self._record(kwargs, response_obj, start_time, end_time, failed=False)
 
-    async def async_log_failure_event(self, kwargs, response_obj, start_time, end_time):  # type: ignore[no-untyped-def]
+    async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self._record(kwargs, response_obj, start_time, end_time, failed=True)
 
     # What the call runs in, taken when it starts.

@@ -295,14 +295,14 @@ def _params(attrs: Mapping[str, Any]) -> dict[str, Any] | None:
 def _ttft_ns(attrs: Mapping[str, Any], start_ns: int) -> int | None:
     seconds = attrs.get(sc.TIME_TO_FIRST_CHUNK)
     if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds >= 0:
-        return int(round(seconds * 1e9))
+        return round(seconds * 1e9)
     stamp = attrs.get(lf.COMPLETION_START)
     if isinstance(stamp, str) and stamp:
         try:
             first = datetime.fromisoformat(stamp.replace("Z", "+00:00").strip('"')).timestamp()
         except ValueError:
             return None
-        delta = int(round(first * 1e9)) - start_ns
+        delta = round(first * 1e9) - start_ns
         return delta if delta >= 0 else None
     return None
 

@@ -48,13 +48,12 @@ from shipper.record import Record
 
 __all__ = [
     "AGENT_NAME",
-    "Attributes",
-    "DEFAULT_OTEL_KIND",
-    "FINISH_REASONS",
     "CONVERSATION_ID",
     "COST_TOTAL",
+    "DEFAULT_OTEL_KIND",
     "EMBEDDING_MODEL_NAME",
     "ERROR_TYPE",
+    "FINISH_REASONS",
     "GENAI_OPERATION",
     "GENAI_PARAMS",
     "GENAI_USAGE",
@@ -93,6 +92,7 @@ __all__ = [
     "TOOL_DESCRIPTION",
     "TOOL_NAME",
     "USER_ID",
+    "Attributes",
     "genai_attributes",
     "genai_messages",
     "genai_part",

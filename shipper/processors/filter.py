@@ -17,14 +17,14 @@ from shipper.component import Context
 from shipper.processors.match import Match, Predicate, compile_match, describe_match
 from shipper.record import KINDS, Record
 
-__all__ = ["FilterProcessor", "Config", "is_ai_span"]
+__all__ = ["FilterConfig", "FilterProcessor", "is_ai_span"]
 
 AI_KINDS = sorted(KINDS - {"span", "task"})
 _AI_PREFIXES = ("gen_ai.", "llm.")
 
 
 @dataclass(kw_only=True)
-class Config:
+class FilterConfig:
     """Drop rules, keep-only rules, and the LLM-only switch."""
 
     drop: list[Match] = field(default_factory=list)
@@ -46,7 +46,9 @@ def is_ai_span(span: Record, kinds: frozenset[str] = frozenset(AI_KINDS)) -> boo
     if span.get("kind", "span") in kinds or span.get("llm") is not None:
         return True
     attributes = span.get("attributes")
-    return bool(attributes) and any(key.startswith(_AI_PREFIXES) for key in attributes)
+    if not attributes:
+        return False
+    return any(key.startswith(_AI_PREFIXES) for key in attributes)
 
 
 def _is_root(span: Record) -> bool:
@@ -56,9 +58,9 @@ def _is_root(span: Record) -> bool:
 class FilterProcessor:
     """Keeps the spans the rules let through; counts the rest as `filtered`."""
 
-    Config = Config
+    Config = FilterConfig
 
-    def __init__(self, config: Config, ctx: Context) -> None:
+    def __init__(self, config: FilterConfig, ctx: Context) -> None:
         self.config = config
         self.counters = ctx.counters
         self.drops: list[Predicate] = [compile_match(rule) for rule in config.drop]
@@ -75,7 +77,7 @@ class FilterProcessor:
             self.keeps.append(("no keep-only condition is set", lambda span: True))
         tests = [test for _, test in self.keeps]
         drops = self.drops
-        self.passes = lambda span: not any(d(span) for d in drops) and any(t(span) for t in tests)
+        self.passes: Predicate = lambda span: not any(d(span) for d in drops) and any(t(span) for t in tests)
 
     def __call__(self, batch: list[Record]) -> list[Record]:
         passes = self.passes

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from shipper.component import Context
 from shipper.record import Record
 
-__all__ = ["RateLimitProcessor", "Config"]
+__all__ = ["RateLimitConfig", "RateLimitProcessor"]
 
 
 @dataclass(kw_only=True)
-class Config:
+class RateLimitConfig:
     """Spans per second per service, and the burst a bucket holds."""
 
     spans_per_second: float = field(default=1000.0, metadata={"min": 0.0})
@@ -36,9 +36,9 @@ class Config:
 class RateLimitProcessor:
     """Token buckets by service."""
 
-    Config = Config
+    Config = RateLimitConfig
 
-    def __init__(self, config: Config, ctx: Context) -> None:
+    def __init__(self, config: RateLimitConfig, ctx: Context) -> None:
         self.counters = ctx.counters
         self.rate = config.spans_per_second
         self.burst = float(config.burst if config.burst is not None else max(1, int(config.spans_per_second)))

@@ -30,7 +30,7 @@ from shipper.component import Context
 from shipper.processors.walk import STRUCTURAL, changed_paths, map_items
 from shipper.record import Record
 
-__all__ = ["BUILTIN_PATTERNS", "RedactProcessor", "Config"]
+__all__ = ["BUILTIN_PATTERNS", "RedactConfig", "RedactProcessor"]
 
 BUILTIN_PATTERNS: dict[str, str] = {
     "private_key": r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|\Z)",
@@ -89,7 +89,7 @@ def _masker(name: str) -> Callable[[re.Match[str]], str]:
 
 
 @dataclass(kw_only=True)
-class Config:
+class RedactConfig:
     """Which built-in rules are on, and your own key globs and value patterns."""
 
     builtin: list[str] = field(default_factory=lambda: ["secrets"])
@@ -131,9 +131,9 @@ class Config:
 class RedactProcessor:
     """Masks matching keys and values; returns copies of the records it changed."""
 
-    Config = Config
+    Config = RedactConfig
 
-    def __init__(self, config: Config, ctx: Context) -> None:
+    def __init__(self, config: RedactConfig, ctx: Context) -> None:
         self.counters = ctx.counters
         enabled = config.enabled()
         rules = {name: pattern for name, pattern in BUILTIN_PATTERNS.items() if name in enabled}

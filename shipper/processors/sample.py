@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from shipper.component import Context
 from shipper.processors.match import Match, Predicate, compile_match, describe_match
@@ -25,7 +26,7 @@ from shipper.record import Record
 if TYPE_CHECKING:
     from shipper.processors.tail import TailSampler
 
-__all__ = ["Config", "HeadPolicy", "HeadSampler", "SampleRule", "sample_processor", "trace_fraction"]
+__all__ = ["HeadPolicy", "HeadSampler", "SampleConfig", "SampleRule", "sample_processor", "trace_fraction"]
 
 _SCALE = float(1 << 64)
 
@@ -38,7 +39,7 @@ class SampleRule(Match):
 
 
 @dataclass(kw_only=True)
-class Config:
+class SampleConfig:
     """Head rate, rules and seed; `tail` turns on tail sampling (decide once the trace is complete)."""
 
     rate: float = field(default=1.0, metadata={"min": 0.0, "max": 1.0})
@@ -48,7 +49,7 @@ class Config:
     tail: TailConfig | None = None
 
 
-def _hasher(seed: int) -> Any:
+def _hasher(seed: int) -> Callable[[str], int]:
     key = seed.to_bytes(8, "big")
     return lambda trace_id: int.from_bytes(
         hashlib.blake2b(trace_id.encode(), digest_size=8, key=key).digest(), "big")
@@ -62,7 +63,7 @@ def trace_fraction(trace_id: str, seed: int = 0) -> float:
 class HeadPolicy:
     """The rules and rate of a `sample` config, compiled: which rate a span gets, and the hash test."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: SampleConfig) -> None:
         self.rules = config.rules
         self.rate = config.rate
         self.seed = config.seed
@@ -104,7 +105,7 @@ class HeadPolicy:
 class HeadSampler:
     """Keeps or drops each span by its trace's decision."""
 
-    def __init__(self, config: Config, ctx: Context) -> None:
+    def __init__(self, config: SampleConfig, ctx: Context) -> None:
         self.counters = ctx.counters
         self.policy = HeadPolicy(config)
         self.capacity = config.decision_cache
@@ -138,7 +139,7 @@ class HeadSampler:
         return self.policy.describe(span)
 
 
-def sample_processor(config: Config, ctx: Context) -> HeadSampler | TailSampler:
+def sample_processor(config: SampleConfig, ctx: Context) -> HeadSampler | TailSampler:
     """The `sample` processor's factory: a `HeadSampler`, or a `TailSampler` when the config has `tail`."""
     if config.tail is not None:
         from shipper.processors.tail import TailSampler
@@ -147,4 +148,5 @@ def sample_processor(config: Config, ctx: Context) -> HeadSampler | TailSampler:
     return HeadSampler(config, ctx)
 
 
-sample_processor.Config = Config  # type: ignore[attr-defined]  # the registry's contract: a factory and its Config
+# The registry's contract: a callable (config, ctx) carrying its Config.
+sample_processor.Config = SampleConfig  # type: ignore[attr-defined]

@@ -22,7 +22,7 @@ from shipper.processors.walk import STRUCTURAL, changed_paths, map_items
 from shipper.record import Record
 from shipper.values import ByteSize
 
-__all__ = ["TruncateProcessor", "Config", "cut"]
+__all__ = ["TruncateConfig", "TruncateProcessor", "cut"]
 
 _MIN_VALUE = 64
 
@@ -44,7 +44,7 @@ def cut(text: str, limit: int) -> str:
 
 
 @dataclass(kw_only=True)
-class Config:
+class TruncateConfig:
     """The caps, in bytes."""
 
     max_value_bytes: ByteSize = field(default=64 * 1024, metadata={"min": _MIN_VALUE})
@@ -117,9 +117,9 @@ def _size(span: Record) -> int:
 class TruncateProcessor:
     """Caps strings and records; copies what it changes."""
 
-    Config = Config
+    Config = TruncateConfig
 
-    def __init__(self, config: Config, ctx: Context) -> None:
+    def __init__(self, config: TruncateConfig, ctx: Context) -> None:
         self.counters = ctx.counters
         self.max_value = config.max_value_bytes
         self.max_record = config.max_record_bytes
