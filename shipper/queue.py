@@ -8,15 +8,8 @@ Layout, under `<state_dir>/queues/<exporter>/`:
     0000000000000001.seg   segments, named by a sequence number that only grows
     0000000000000002.seg   the last one is the one being appended to
 
-A segment is a run of records, each written with one `write()`:
-
-    offset  size  field (integers big-endian)
-    0       4     magic b"SHQ1"
-    4       4     payload length L
-    8       4     span count N
-    12      8     appended at, Unix epoch milliseconds
-    20      4     crc32 (zlib) of bytes 4..20 followed by the payload
-    24      L     the payload: N span records as orjson NDJSON lines joined by b"\\n" (no final newline)
+A segment is a run of checksummed records, each written with one `write()` (the format and the scan that
+recovery runs are in shipper/segment.py).
 
 Invariants:
 - Records are only appended; a segment is never rewritten, only truncated at recovery (a torn tail) or
@@ -58,7 +51,6 @@ import fcntl
 import logging
 import mmap
 import os
-import struct
 import time
 import zlib
 from collections.abc import Iterable
@@ -71,16 +63,14 @@ import orjson
 
 from shipper.errors import QueueBusyError
 from shipper.record import Record
+from shipper.segment import CRC_PART, HEADER, MAGIC, encode_record, resync, scan
 from shipper.settings import QueueConfig
 from shipper.stats import Counters
 
-__all__ = ["DiskQueue", "Item", "QueueBusyError", "encode_record", "read_records"]
+__all__ = ["DiskQueue", "Item", "QueueBusyError"]
 
 log = logging.getLogger("shipper.queue")
 
-MAGIC = b"SHQ1"
-HEADER = struct.Struct(">4sIIQI")
-_CRC_PART = slice(4, 20)
 FSYNC_INTERVAL = 1.0
 MAX_SEGMENT_BYTES = 64 * 1024 * 1024
 MIN_SEGMENT_BYTES = 16 * 1024
@@ -97,67 +87,6 @@ class Item:
     size: int
     appended_ms: int
     spans: list[Record]
-
-
-def encode_record(payload: bytes, count: int, appended_ms: int) -> bytes:
-    """Header and payload of one queue record."""
-    head = HEADER.pack(MAGIC, len(payload), count, appended_ms, 0)
-    crc = zlib.crc32(payload, zlib.crc32(head[_CRC_PART]))
-    return head[:20] + crc.to_bytes(4, "big") + payload
-
-
-def _check(buf: Any, offset: int, end: int) -> tuple[int, int, int] | None:
-    """(record size, span count, appended_ms) if a valid record starts at `offset` of `buf`, else None."""
-    if end - offset < HEADER.size:
-        return None
-    magic, length, count, appended_ms, crc = HEADER.unpack_from(buf, offset)
-    if magic != MAGIC or offset + HEADER.size + length > end:
-        return None
-    view = memoryview(buf)[offset + HEADER.size: offset + HEADER.size + length]
-    try:
-        ok = zlib.crc32(view, zlib.crc32(bytes(buf[offset + 4: offset + 20]))) == crc
-    finally:
-        view.release()
-    return (HEADER.size + length, count, appended_ms) if ok else None
-
-
-def _resync(buf: Any, offset: int, end: int) -> int:
-    """The offset of the next valid record after `offset`, or `end` if there is none."""
-    at: int = offset
-    while True:
-        at = buf.find(MAGIC, at + 1, end)
-        if at < 0:
-            return end
-        if _check(buf, at, end) is not None:
-            return at
-
-
-def _next_after_bad(buf: Any, offset: int, end: int) -> int | None:
-    """Where to go on from an invalid record at `offset`: past it when it is whole (its checksum failed),
-    else the next valid record; None when nothing valid follows and the record is not whole (torn)."""
-    if end - offset >= HEADER.size:
-        magic, length = struct.unpack_from(">4sI", buf, offset)
-        after: int = offset + HEADER.size + length
-        if magic == MAGIC and after <= end and (after == end or buf[after:after + 4] == MAGIC):
-            return after
-    nxt = _resync(buf, offset, end)
-    return None if nxt == end else nxt
-
-
-def read_records(path: str | os.PathLike[str]) -> Iterable[tuple[int, int, bytes | None]]:
-    """(offset, span count, payload) of each record of a segment file; payload None for a corrupt run."""
-    with open(path, "rb") as f:
-        data = f.read()
-    offset = 0
-    while offset < len(data):
-        found = _check(data, offset, len(data))
-        if found is None:
-            yield offset, 0, None
-            offset = _resync(data, offset, len(data))
-            continue
-        size, count, _ = found
-        yield offset, count, data[offset + HEADER.size: offset + size]
-        offset += size
 
 
 class DiskQueue:
@@ -231,23 +160,12 @@ class DiskQueue:
             valid_end = start
             if size > start:
                 with mmap.mmap(self._fds[seq], size, access=mmap.ACCESS_READ) as buf:
-                    offset = start
-                    while offset < size:
-                        found = _check(buf, offset, size)
-                        if found is None:
-                            nxt = _next_after_bad(buf, offset, size)
-                            if nxt is None and seq == self._segments[-1]:
-                                torn += size - offset
-                                break
-                            corrupt += 1
-                            offset = size if nxt is None else nxt
-                            valid_end = offset
-                            continue
-                        record_size, count, _ = found
-                        self._live_bytes += record_size
-                        self._live_items += count
-                        offset += record_size
-                        valid_end = offset
+                    found = scan(buf, start, size, last=seq == self._segments[-1])
+                self._live_bytes += found.live_bytes
+                self._live_items += found.spans
+                corrupt += found.corrupt
+                torn += found.torn
+                valid_end = found.valid_end
             if valid_end < size and seq == self._segments[-1]:
                 os.ftruncate(self._fds[seq], valid_end)
                 size = valid_end
@@ -447,7 +365,7 @@ class DiskQueue:
                     if not verify:
                         return (seq, offset), HEADER.size + length, count, appended_ms, b""
                     payload = os.pread(self._fds[seq], length, offset + HEADER.size)
-                    if zlib.crc32(payload, zlib.crc32(head[_CRC_PART])) == crc:
+                    if zlib.crc32(payload, zlib.crc32(head[CRC_PART])) == crc:
                         return (seq, offset), HEADER.size + length, count, appended_ms, payload
                 offset = self._skip_corrupt(seq, offset, end)
                 continue
@@ -458,7 +376,7 @@ class DiskQueue:
 
     def _skip_corrupt(self, seq: int, offset: int, end: int) -> int:
         with mmap.mmap(self._fds[seq], end, access=mmap.ACCESS_READ) as buf:
-            nxt = _resync(buf, offset, end)
+            nxt = resync(buf, offset, end)
         if offset >= self._verified.get(seq, 0):  # recovery did not count this one
             log.error("Queue %s: a record in segment %d at offset %d fails its checksum; skipped it.",
                       self.dir, seq, offset)

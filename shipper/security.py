@@ -22,11 +22,13 @@ import os
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shipper.config import Config
 from shipper.errors import ConfigError
 from shipper.values import Secret
+
+if TYPE_CHECKING:
+    from shipper.config import Config
 
 __all__ = ["check_config_file", "check_spool_dir", "check_startup", "redact", "remember", "secrets_in"]
 

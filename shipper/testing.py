@@ -1,4 +1,7 @@
-"""Test helpers shared by many tests: a real OTLP/HTTP server that records requests and follows a script.
+"""Test helpers, shipped (like `structlog.testing`): polling (`wait_until`, `await_until`), records
+(`make_span`), components built as the daemon builds them (`build_processor`, `build_exporter`), and a
+real OTLP/HTTP server that records requests and follows a script. The client's own helpers (a recording
+socket server, standard library only) are in `shipper.client.testing`.
 
 `OTLPServer` listens on 127.0.0.1, port 0 (the OS picks), in a background thread. Every POST is read,
 un-gzipped, decoded as an OTLP `ExportTraceServiceRequest` (protobuf, or JSON when the content type says
@@ -23,13 +26,16 @@ from __future__ import annotations
 import base64
 import gzip
 import http.server
+import os
 import socket
 import struct
+import tempfile
 import threading
 import time
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -40,7 +46,22 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-__all__ = ["OTLPServer", "Reply", "Request", "decode_request", "flatten_value", "spans_of", "wait_until"]
+__all__ = [
+    "OTLPServer",
+    "Reply",
+    "Request",
+    "await_until",
+    "build_exporter",
+    "build_processor",
+    "decode_request",
+    "flatten_value",
+    "make_span",
+    "read_ndjson",
+    "send_seqpacket",
+    "short_dir",
+    "spans_of",
+    "wait_until",
+]
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -56,6 +77,99 @@ def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.01, wh
         if time.monotonic() >= deadline:
             raise TimeoutError(f"{what} did not hold within {timeout} s")
         time.sleep(interval)
+
+
+async def await_until(predicate: Any, timeout: float = 10.0, interval: float = 0.01, what: str = "condition") -> Any:
+    """`wait_until` for code on the event loop: poll with `anyio.sleep`, so the loop keeps running."""
+    import anyio
+
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} did not hold within {timeout} s")
+        await anyio.sleep(interval)
+
+
+def short_dir(prefix: str = "shp") -> str:
+    """A fresh directory under /tmp, short enough for Unix socket paths."""
+    return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+
+
+def send_seqpacket(path: str, messages: list[bytes]) -> None:
+    """Connect to a SOCK_SEQPACKET socket and send each message as one packet."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        sock.connect(path)
+        for message in messages:
+            sock.send(message)
+    finally:
+        sock.close()
+
+
+def read_ndjson(path: Path) -> list[dict[str, Any]]:
+    """Every complete line of an NDJSON file (and of its rotated siblings), oldest first."""
+    out: list[dict[str, Any]] = []
+    files = sorted(path.parent.glob(path.name + ".*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
+    for file in [*files, path]:
+        if not file.exists():
+            continue
+        for line in file.read_bytes().split(b"\n"):
+            if line.strip():
+                out.append(orjson.loads(line))
+    return out
+
+
+def build_processor(type_name: str, settings: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """A processor of `type_name` built from YAML-like `settings` as the daemon builds it, and its counters."""
+    from shipper import registry
+    from shipper.component import Context
+    from shipper.config import build_dataclass
+    from shipper.errors import ConfigError
+    from shipper.stats import Counters
+
+    cls = registry.load("processors", type_name)
+    problems: list[str] = []
+    config = build_dataclass(cls.Config, settings or {}, "", problems)
+    if problems:
+        raise ConfigError(problems)
+    counters = Counters()
+    return cls(config, Context(name=type_name, state_dir=Path("/nonexistent"), counters=counters)), counters
+
+
+def make_span(trace: int = 1, span: int = 1, parent: int | None = None, **fields: Any) -> dict[str, Any]:
+    """A valid record v1 with ids derived from small integers; `fields` override or add keys."""
+    record: dict[str, Any] = {
+        "v": 1, "trace_id": f"{trace:032x}", "span_id": f"{span:016x}", "name": "step",
+        "start_ns": 1_763_683_200_000_000_000, "end_ns": 1_763_683_200_100_000_000,
+    }
+    if parent is not None:
+        record["parent_id"] = f"{parent:016x}"
+    record.update(fields)
+    return record
+
+
+
+
+def build_exporter(type_name: str, settings: dict[str, Any], state_dir: str | os.PathLike[str] | None = None,
+                   name: str | None = None) -> tuple[Any, Any, Any]:
+    """An exporter of `type_name` from YAML-like `settings` as the daemon builds it: (exporter, its
+    delivery settings, its Context). `state_dir` defaults to a fresh directory under /tmp."""
+    from shipper import registry
+    from shipper.component import Context
+    from shipper.config import build_exporter_config
+    from shipper.errors import ConfigError
+    from shipper.stats import Counters
+
+    cls = registry.load("exporters", type_name)
+    problems: list[str] = []
+    config, delivery = build_exporter_config(cls.Config, settings, f"exporters.{name or type_name}", problems)
+    if problems:
+        raise ConfigError(problems)
+    ctx = Context(name=name or type_name, state_dir=Path(state_dir or short_dir()), counters=Counters())
+    return cls(config, ctx), delivery, ctx
 
 
 @dataclass(frozen=True)

@@ -1,61 +1,27 @@
-"""Helpers shared by tests that run the daemon as a real subprocess."""
+"""The daemon-as-a-subprocess harness of this test suite; the shared helpers are in `shipper.testing`."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import yaml
 
-from shipper.testing import wait_until
+from shipper.testing import (  # the shared helpers live in shipper.testing; these tests use them by these names
+    read_ndjson,
+    short_dir,
+    wait_until,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "examples"
 if not EXAMPLES.exists():  # CI clones the repo with shared/ beside it; fall back to a copy in tests/
     EXAMPLES = Path(__file__).resolve().parent / "examples"
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
-             message: str = "condition") -> Any:
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
-    return wait_until(condition, timeout, interval, message)
-
-
-def short_dir(prefix: str = "shp") -> str:
-    """A fresh directory under /tmp, short enough for Unix socket paths."""
-    return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
-
-
-def send_seqpacket(path: str, messages: list[bytes]) -> None:
-    """Connect to a SOCK_SEQPACKET socket and send each message as one packet."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    try:
-        sock.connect(path)
-        for message in messages:
-            sock.send(message)
-    finally:
-        sock.close()
-
-
-def read_ndjson(path: Path) -> list[dict[str, Any]]:
-    """Every complete line of an NDJSON file (and of its rotated siblings), oldest first."""
-    out: list[dict[str, Any]] = []
-    files = sorted(path.parent.glob(path.name + ".*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
-    for file in [*files, path]:
-        if not file.exists():
-            continue
-        for line in file.read_bytes().split(b"\n"):
-            if line.strip():
-                out.append(orjson.loads(line))
-    return out
 
 
 class Daemon:
@@ -150,33 +116,10 @@ class Daemon:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def build_processor(type_name: str, settings: dict[str, Any] | None = None) -> tuple[Any, Any]:
-    """A processor of `type_name` built from YAML-like `settings` as the daemon builds it, and its counters."""
-    from shipper import registry
-    from shipper.component import Context
-    from shipper.config import build_dataclass
-    from shipper.errors import ConfigError
-    from shipper.stats import Counters
-
-    cls = registry.load("processors", type_name)
-    problems: list[str] = []
-    config = build_dataclass(cls.Config, settings or {}, "", problems)
-    if problems:
-        raise ConfigError(problems)
-    counters = Counters()
-    return cls(config, Context(name=type_name, state_dir=Path("/nonexistent"), counters=counters)), counters
-
-
-def make_span(trace: int = 1, span: int = 1, parent: int | None = None, **fields: Any) -> dict[str, Any]:
-    """A valid record v1 with ids derived from small integers; `fields` override or add keys."""
-    record: dict[str, Any] = {
-        "v": 1, "trace_id": f"{trace:032x}", "span_id": f"{span:016x}", "name": "step",
-        "start_ns": 1_763_683_200_000_000_000, "end_ns": 1_763_683_200_100_000_000,
-    }
-    if parent is not None:
-        record["parent_id"] = f"{parent:016x}"
-    record.update(fields)
-    return record
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
+             message: str = "condition") -> Any:
+    """`shipper.testing.wait_until` under the name these tests use."""
+    return wait_until(condition, timeout, interval, message)
 
 
 def wait_records(daemon: Daemon, count: int, timeout: float = 20.0, **match: Any) -> list[dict[str, Any]]:

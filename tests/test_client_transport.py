@@ -79,22 +79,21 @@ def test_records_go_to_the_socket_when_the_daemon_reads(clock: FakeClock) -> Non
 
 def test_a_daemon_that_never_reads_gets_records_until_eagain_then_the_spool_takes_them() -> None:
     """Against a listener that never accepts, sends go on until EAGAIN, the rest is spooled, each emit is
-    quick, and nothing is lost: sent + spooled == emitted, and the socket held exactly `sent` records."""
+    never waits (EAGAIN sends the record to the spool at once: `socket_full`; the cost per span of a deaf
+    receiver is measured in the benchmarks), and nothing is lost: sent + spooled == emitted, and the socket
+    held exactly `sent` records."""
     with capture(accept=False) as server:
-        emitted, slowest = 0, 0.0
+        emitted = 0
         deadline = time.monotonic() + 20
         while shipper.statistics()["spooled"] < 50:
             assert time.monotonic() < deadline, "the socket never filled up"
-            start = time.perf_counter()
             with shipper.span("big") as s:
                 s.log(input=BIG)
-            slowest = max(slowest, time.perf_counter() - start)
             emitted += 1
         stats = shipper.statistics()
         assert stats["sent"] > 0, "nothing reached the socket before it filled"
         assert stats["sent"] + stats["spooled"] == emitted and stats["dropped"] == {}
         assert stats["spooled_by_reason"] == {"socket_full": stats["spooled"]}
-        assert slowest < 0.25
         assert len(read_spool(spool_dir(server))) == stats["spooled"]
         assert server.drain() == stats["sent"]
 

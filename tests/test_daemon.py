@@ -9,7 +9,9 @@ import subprocess
 import sys
 
 import orjson
-from support import EXAMPLES, send_seqpacket, wait_for
+from support import EXAMPLES, wait_for
+
+from shipper.testing import send_seqpacket
 
 VALID = (EXAMPLES / "valid-trace.ndjson").read_bytes().splitlines()
 INVALID = (EXAMPLES / "invalid-records.ndjson").read_bytes().splitlines()

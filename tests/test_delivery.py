@@ -3,47 +3,32 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
 import anyio
 import orjson
 import pytest
-from support import make_span
 
 from shipper import registry
 from shipper.chain import Chain
 from shipper.component import Context
 from shipper.config import build_exporter_config
 from shipper.delivery import backoff
-from shipper.errors import ConfigError
 from shipper.sink import QueuedSink
 from shipper.stats import Counters
-from shipper.testing import OTLPServer, Reply
+from shipper.testing import OTLPServer, Reply, await_until, build_exporter, make_span
 
 
 def make_sink(state: Path, exporter_type: str = "otlp_http", **settings: Any) -> QueuedSink:
     """A queued sink over a real exporter built from YAML-like settings, as the daemon builds it."""
-    cls = registry.load("exporters", exporter_type)
-    problems: list[str] = []
     base = {"retry": {"initial_interval": "10ms", "max_interval": "50ms"}, "batch": {"max_delay": 0}}
-    config, delivery = build_exporter_config(cls.Config, {**base, **settings}, "", problems)
-    if problems:
-        raise ConfigError(problems)
-    ctx = Context(name="backend", state_dir=state, counters=Counters())
-    return QueuedSink("backend", cls(config, ctx), Chain([]), ctx, delivery)
+    exporter, delivery, ctx = build_exporter(exporter_type, {**base, **settings}, state, name="backend")
+    return QueuedSink("backend", exporter, Chain([]), ctx, delivery)
 
 
 def spans(n: int) -> list[dict[str, Any]]:
     return [make_span(trace=1, span=i + 1, name=f"s{i}") for i in range(n)]
-
-
-async def wait_for(condition, timeout: float = 10.0) -> None:
-    """Poll `condition` from the event loop until it holds; fail after `timeout` seconds."""
-    with anyio.fail_after(timeout):
-        while not condition():
-            await anyio.sleep(0.01)
 
 
 def dead_letters(state: Path) -> list[dict[str, Any]]:
@@ -59,7 +44,7 @@ async def test_503_twice_then_200_delivers_once_and_counts_retries(tmp_path: Pat
         async with anyio.create_task_group() as tg:
             tg.start_soon(sink.run)
             await sink.put(spans(3))
-            await wait_for(lambda: sink.counters.counts["exported"] == 3)
+            await await_until(lambda: sink.counters.counts["exported"] == 3)
             tg.cancel_scope.cancel()
         await sink.aclose()
         assert len(server.requests) == 3
@@ -69,20 +54,20 @@ async def test_503_twice_then_200_delivers_once_and_counts_retries(tmp_path: Pat
 
 
 async def test_retry_after_is_honoured(tmp_path: Path) -> None:
-    """A 429 with `Retry-After: 1` makes the worker wait about a second, though its backoff is 10 ms."""
+    """A 429 with `Retry-After: 1` schedules the next attempt a second on, though the backoff is 10 ms."""
     with OTLPServer(Reply.retry_after(1)) as server:
         sink = make_sink(tmp_path, endpoint=server.url)
         await sink.open()
         async with anyio.create_task_group() as tg:
             tg.start_soon(sink.run)
             await sink.put(spans(1))
-            await wait_for(lambda: len(server.requests) >= 1)
-            first = time.monotonic()
-            await wait_for(lambda: sink.counters.counts["exported"] == 1)
-            waited = time.monotonic() - first
+            backing_off = await await_until(lambda: sink.delivery.statistics().get("next_attempt_in_s"))
+            await await_until(lambda: sink.counters.counts["exported"] == 1)
             tg.cancel_scope.cancel()
         await sink.aclose()
-    assert 0.9 <= waited < 5, waited
+        assert len(server.requests) == 2
+    assert 0.5 < backing_off <= 1.0, backing_off  # the scheduled wait: Retry-After's, not the 10 ms backoff
+    assert sink.counters.counts["retried"] == 1
 
 
 async def test_max_elapsed_expires_and_dead_letters(tmp_path: Path) -> None:
@@ -93,13 +78,14 @@ async def test_max_elapsed_expires_and_dead_letters(tmp_path: Path) -> None:
         await sink.open()
         async with anyio.create_task_group() as tg:
             tg.start_soon(sink.run)
-            started = time.monotonic()
             await sink.put(spans(2))
-            await wait_for(lambda: sink.counters.dropped.get("expired") == 2)
-            elapsed = time.monotonic() - started
+            await await_until(lambda: sink.counters.dropped.get("expired") == 2)
             tg.cancel_scope.cancel()
         await sink.aclose()
-    assert 0.45 <= elapsed < 3, elapsed
+        attempts = len(server.requests)
+    # Retried until max_elapsed (20 ms doubling to 100 ms waits fill 500 ms only after several), then given
+    # up: every attempt but the first was a counted retry, and the batch expired once.
+    assert attempts >= 4 and sink.counters.counts["retried"] == attempts - 1, attempts
     [letter] = dead_letters(tmp_path)
     assert letter["reason"] == "expired" and letter["status"] == 503 and letter["count"] == 2
     assert [r["name"] for r in letter["records"]] == ["s0", "s1"]
@@ -114,7 +100,7 @@ async def test_retry_after_beyond_max_elapsed_expires_at_once(tmp_path: Path) ->
         async with anyio.create_task_group() as tg:
             tg.start_soon(sink.run)
             await sink.put(spans(1))
-            await wait_for(lambda: sink.counters.dropped.get("expired") == 1, timeout=3)
+            await await_until(lambda: sink.counters.dropped.get("expired") == 1, timeout=3)
             tg.cancel_scope.cancel()
         await sink.aclose()
         assert len(server.requests) == 1
@@ -128,9 +114,9 @@ async def test_400_is_dead_lettered_with_its_body_and_not_retried(tmp_path: Path
         async with anyio.create_task_group() as tg:
             tg.start_soon(sink.run)
             await sink.put(spans(2))
-            await wait_for(lambda: sink.counters.dropped.get("rejected_by_backend") == 2)
+            await await_until(lambda: sink.counters.dropped.get("rejected_by_backend") == 2)
             await sink.put(spans(1))  # the queue moves on
-            await wait_for(lambda: sink.counters.counts["exported"] == 1)
+            await await_until(lambda: sink.counters.counts["exported"] == 1)
             tg.cancel_scope.cancel()
         await sink.aclose()
         assert len(server.requests) == 2
@@ -150,13 +136,13 @@ async def test_401_is_loud_and_backed_off_to_max_interval(tmp_path: Path, caplog
         async with anyio.create_task_group() as tg:
             tg.start_soon(sink.run)
             await sink.put(spans(1))
-            await anyio.sleep(1.0)
-            attempts = len(server.requests)
+            await await_until(lambda: len(server.requests) >= 2)  # a second refusal: the wait after it is set
+            scheduled = await await_until(lambda: sink.delivery.statistics().get("next_attempt_in_s"))
             server.default = Reply.ok()
-            await wait_for(lambda: sink.counters.counts["exported"] == 1)
+            await await_until(lambda: sink.counters.counts["exported"] == 1)
             tg.cancel_scope.cancel()
         await sink.aclose()
-    assert 2 <= attempts <= 5, attempts
+    assert 0.1 < scheduled <= 0.3, scheduled  # max_interval (300 ms), not the 1 ms backoff
     assert any("refused our credentials" in r.getMessage() for r in caplog.records)
     assert not dead_letters(tmp_path)
 
@@ -169,7 +155,7 @@ async def test_drain_stops_at_the_first_failure_and_keeps_the_queue(tmp_path: Pa
         async with anyio.create_task_group() as tg:
             tg.start_soon(sink.run)
             await sink.put(spans(4))
-            await wait_for(lambda: sink.delivery.statistics()["state"] == "backing_off")
+            await await_until(lambda: sink.delivery.statistics()["state"] == "backing_off")
             with anyio.fail_after(2):
                 await sink.drain()
             tg.cancel_scope.cancel()
@@ -188,7 +174,7 @@ async def test_drain_sends_what_is_queued_while_the_backend_answers(tmp_path: Pa
         await sink.open()
         async with anyio.create_task_group() as tg:
             tg.start_soon(sink.run)
-            await wait_for(lambda: sink.delivery.statistics()["state"] == "idle")
+            await await_until(lambda: sink.delivery.statistics()["state"] == "idle")
             await sink.put(spans(5))
             with anyio.fail_after(5):
                 await sink.drain()
@@ -222,7 +208,7 @@ async def test_an_exporter_bug_dead_letters_the_batch(tmp_path: Path) -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(sink.run)
         await sink.put(spans(2))
-        await wait_for(lambda: sink.counters.dropped.get("exporter_error") == 2)
+        await await_until(lambda: sink.counters.dropped.get("exporter_error") == 2)
         tg.cancel_scope.cancel()
     await sink.aclose()
     assert dead_letters(tmp_path)[0]["reason"] == "exporter_error"

@@ -12,10 +12,10 @@ from typing import Any
 
 import orjson
 import pytest
-from support import Daemon, make_span, send_seqpacket, wait_for
+from support import Daemon, wait_for
 
-from shipper.queue import HEADER, read_records
-from shipper.testing import OTLPServer, Reply
+from shipper.segment import HEADER, read_records
+from shipper.testing import OTLPServer, Reply, make_span, send_seqpacket
 
 
 def backend_config(daemon: Daemon, url: str, **exporter: Any) -> Daemon:

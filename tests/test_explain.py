@@ -9,10 +9,11 @@ from pathlib import Path
 
 import orjson
 import yaml
-from support import EXAMPLES, make_span
+from support import EXAMPLES
 
 from shipper.config import parse_config
 from shipper.explain import explain
+from shipper.testing import make_span
 
 OPENAI = "sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
 

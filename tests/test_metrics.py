@@ -14,10 +14,11 @@ from pathlib import Path
 import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support import Daemon, send_seqpacket, wait_for
+from support import Daemon, wait_for
 
 from shipper.config import parse_config
 from shipper.errors import ConfigError
+from shipper.testing import send_seqpacket
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO_ENV = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import orjson
-from support import make_span, read_ndjson, send_seqpacket, wait_for
+from support import wait_for
 
 from shipper.processors.sample import trace_fraction
+from shipper.testing import make_span, read_ndjson, send_seqpacket
 
 KEY = "sk-proj-" + "Q" * 40
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from support import build_processor, make_span
 
 from shipper.errors import ConfigError
+from shipper.testing import build_processor, make_span
 
 
 class _Clock:

@@ -7,12 +7,12 @@ import copy
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import build_processor, make_span
 
 from shipper.errors import ConfigError
 from shipper.processors.redact import _masker
 from shipper.processors.walk import STRUCTURAL
 from shipper.record import validate
+from shipper.testing import build_processor, make_span
 
 OPENAI = "sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789_-abcdEFGH"
 OPENAI_LEGACY = "sk-" + "a1B2c3D4e5" * 4 + "zzzzzzzz"

@@ -7,10 +7,10 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import build_processor, make_span
 
 from shipper.errors import ConfigError
 from shipper.processors.sample import trace_fraction
+from shipper.testing import build_processor, make_span
 
 
 def _traces(n: int, spans: int = 3, seed: int = 7) -> list[dict]:

@@ -8,9 +8,10 @@ import tracemalloc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import build_processor, make_span, wait_for
+from support import wait_for
 
 from shipper.errors import ConfigError
+from shipper.testing import build_processor, make_span
 
 DROP_ALL = {"rate": 0.0, "tail": {"decision_wait": "1h"}}
 

@@ -8,11 +8,11 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import build_processor, make_span
 
 from shipper.errors import ConfigError
 from shipper.processors.truncate import cut
 from shipper.record import validate
+from shipper.testing import build_processor, make_span
 
 
 def test_a_long_string_is_cut_with_a_marker_within_the_cap() -> None:

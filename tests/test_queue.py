@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shipper.errors import QueueBusyError
-from shipper.queue import HEADER, DiskQueue, read_records
+from shipper.queue import DiskQueue
+from shipper.segment import HEADER, read_records
 from shipper.settings import QueueConfig
 from shipper.stats import Counters
 

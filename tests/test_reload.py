@@ -11,9 +11,10 @@ import threading
 
 import orjson
 import yaml
-from support import make_span, send_seqpacket, wait_for
+from support import wait_for
 
 from shipper.processors.sample import trace_fraction
+from shipper.testing import make_span, send_seqpacket
 
 SEED = 7
 

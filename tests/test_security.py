@@ -16,13 +16,13 @@ from pathlib import Path
 import orjson
 import pytest
 import yaml
-from support import Daemon, send_seqpacket, short_dir, wait_for
+from support import Daemon, wait_for
 
 from shipper import logs, security
 from shipper.config import parse_config
 from shipper.errors import ConfigError
 from shipper.security import check_config_file, check_spool_dir, check_startup, secrets_in
-from shipper.testing import OTLPServer, Reply
+from shipper.testing import OTLPServer, Reply, send_seqpacket, short_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO_ENV = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import orjson
 import pytest
-from support import Daemon, send_seqpacket, short_dir, wait_for
+from support import Daemon, wait_for
 
 from shipper import systemd
 from shipper.config import parse_config
+from shipper.testing import send_seqpacket, short_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 UNITS = ROOT / "systemd"

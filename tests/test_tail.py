@@ -5,7 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from support import EXAMPLES, send_seqpacket, wait_for
+from support import EXAMPLES, wait_for
+
+from shipper.testing import send_seqpacket
 
 VALID = (EXAMPLES / "valid-trace.ndjson").read_bytes().splitlines()
 
