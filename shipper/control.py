@@ -1,6 +1,8 @@
 """The control socket: how `shipper status` and `shipper reload` reach the running daemon.
 
-A SOCK_STREAM Unix socket (mode 0660) beside the data socket. One request per connection: a JSON line
+A SOCK_STREAM Unix socket (mode 0660) of this daemon's own, named after its data socket
+(`shipper.sock` -> `shipper.control.sock`, see `pipeline.control_path`); a daemon refuses to start on a
+control socket another live daemon answers on, so `shipper status -c FILE` always reaches FILE's daemon. One request per connection: a JSON line
 `{"command": "status" | "reload"}`; one JSON answer: `{"ok": true, ...}` or `{"ok": false, "problems": [...]}`.
 `{"command": "tail"}` instead keeps the connection open and streams every processed span as an NDJSON
 line until the client goes; a watcher that cannot keep up misses spans (counted, `tail_lagged`), the
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from shipper.errors import ControlError
+from shipper.errors import ConfigError, ControlError
 from shipper.security import redact
 
 if TYPE_CHECKING:
@@ -41,22 +43,35 @@ class ControlServer:
         self._listener: Any = None
 
     async def open(self) -> None:
-        """Bind the control socket, replacing a stale one."""
+        """Bind the control socket, replacing a stale one; refuse one a live daemon answers on."""
+        import stat
+
         import anyio
 
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        if os.path.exists(self.path):
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            if not stat.S_ISSOCK(st.st_mode):
+                raise ConfigError([f"control_socket: {self.path} exists and is not a socket; remove it or "
+                                   "set control_socket to another path"])
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            probe.settimeout(2.0)
             try:
                 probe.connect(self.path)
-                probe.close()
-                log.warning("Another daemon answers on the control socket %s; replacing it.", self.path)
             except OSError:
-                pass
+                os.unlink(self.path)  # stale: nobody answers
+            else:
+                raise ConfigError([f"control_socket: another shipper daemon answers on {self.path}; stop it, "
+                                   "or give this daemon its own data socket path or control_socket"])
             finally:
                 probe.close()
-            os.unlink(self.path)
-        self._listener = await anyio.create_unix_listener(self.path, mode=0o660)
+        try:
+            self._listener = await anyio.create_unix_listener(self.path, mode=0o660)
+        except OSError as exc:
+            raise ConfigError([f"control_socket: cannot listen on {self.path}: {exc.strerror or exc}"]) from exc
 
     async def serve(self) -> None:
         """Answer requests until cancelled."""

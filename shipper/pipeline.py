@@ -2,10 +2,15 @@
 
 Topology:
 
-    receivers ──deliver()──▶ intake stream (bounded: backpressure) ──▶ batcher
+    receivers ──deliver()──▶ intake stream ──▶ batcher   (bounded in records and bytes by `intake`:
+                                                          receivers stop reading while it is full)
         ──▶ shared processors ──▶ for each exporter: its sink (own processors, then its durable queue)
         ──▶ receivers' commit(mark) once the batch is in every exporter's queue
     each exporter's queue ──▶ its delivery worker (batch, export, retry, dead-letter) ──▶ its backend
+
+A receiver that fails (raises out of `run`) is logged, counted (`receiver_error`) and restarted after a
+backoff; it never stops the daemon or another receiver. A processor that raises is handled by its chain
+(chain.py: `processor_error`, dead-lettered), never by ending the intake loop.
 
 Start: open sinks (queues recovered, exporters opened), then receivers (bind), then start tasks (the
 delivery workers among them); `task_status.started()` and the
@@ -42,6 +47,7 @@ from shipper.chain import Chain, build_chain
 from shipper.component import Context, Intake
 from shipper.config import Config, load_config
 from shipper.errors import ConfigError
+from shipper.intake import IntakeBudget
 from shipper.rejects import RejectLog
 from shipper.settings import DeliveryConfig
 from shipper.sink import QueuedSink
@@ -69,6 +75,7 @@ class Pipeline:
         self.services: list[Service] = []
         self.taps: list[Callable[[list[dict[str, Any]]], None]] = []  # `shipper tail` watchers
         self.counters = self.stats.component("pipeline", "intake")
+        self.budget = IntakeBudget(self.settings.intake.max_records, self.settings.intake.max_bytes)
         self.rejects = RejectLog(self.state_dir / "rejected")
         self._stop: anyio.Event | None = None
         self._stop_requested = False
@@ -82,7 +89,7 @@ class Pipeline:
 
     def _context(self, section: str, name: str) -> Context:
         return Context(name=name, state_dir=self.state_dir, counters=self.stats.component(section, name),
-                       max_record_bytes=self.settings.max_record_bytes)
+                       max_record_bytes=self.settings.max_record_bytes, intake=self.budget)
 
     def _build(self) -> None:
         for spec in self.config.receivers:
@@ -185,13 +192,41 @@ class Pipeline:
     async def _run_receivers(self, scope: anyio.CancelScope) -> None:
         with scope:
             async with anyio.create_task_group() as tg:
-                for receiver in self.receivers.values():
-                    tg.start_soon(receiver.run, self._deliverer(receiver))
+                for name, receiver in self.receivers.items():
+                    tg.start_soon(self._supervise, name, receiver)
+
+    async def _supervise(self, name: str, receiver: Any) -> None:
+        """Run one receiver; if it fails, log, count `receiver_error` and run it again after a backoff."""
+        deliver = self._deliverer(receiver)
+        counters = self.stats.component("receivers", name)
+        wait = 0.1
+        while True:
+            started = time.monotonic()
+            try:
+                await receiver.run(deliver)
+                return
+            except Exception as exc:
+                counters.add("receiver_error")
+                counters.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                if time.monotonic() - started > 60:
+                    wait = 0.1
+                log.exception("Receiver %s failed; restarting it in %.1fs. The other receivers and the "
+                              "exporters keep running.", name, wait)
+                await anyio.sleep(wait)
+                wait = min(wait * 2, 5.0)
 
     def _deliverer(self, receiver: Any) -> Callable[[Intake], Awaitable[None]]:
+        budget = self.budget
+
         async def deliver(intake: Intake) -> None:
             assert self._send is not None
-            await self._send.send((receiver, intake))
+            await budget.wait_room()
+            budget.take(len(intake.records) + len(intake.rejects), intake.size)
+            try:
+                await self._send.send((receiver, intake))
+            except BaseException:
+                budget.give_back(len(intake.records) + len(intake.rejects), intake.size)
+                raise
         return deliver
 
     async def _signals(self, scope: anyio.CancelScope, *,
@@ -228,6 +263,13 @@ class Pipeline:
         if not batch:
             await self._flush_held(force=False)
             return
+        try:
+            await self._queue(batch)
+        finally:
+            for _, intake in batch:
+                self.budget.give_back(len(intake.records) + len(intake.rejects), intake.size)
+
+    async def _queue(self, batch: list[tuple[Any, Intake]]) -> None:
         records: list[dict[str, Any]] = []
         for _, intake in batch:
             if intake.rejects:
@@ -326,7 +368,8 @@ class Pipeline:
             "rss_bytes": process_rss_bytes(),
             "config": self.config.source,
             "state_dir": str(self.state_dir),
-            "pipeline": {**snapshot.get("pipeline", {}).get("intake", {}), "tail_watchers": len(self.taps)},
+            "pipeline": {**snapshot.get("pipeline", {}).get("intake", {}), "tail_watchers": len(self.taps),
+                         **self.budget.statistics()},
             "dropped": self.stats.dropped_totals(),
         }
         for section, components in (("receivers", self.receivers), ("exporters", self.sinks)):
@@ -355,10 +398,20 @@ def _without_processors(section: Any, key: str) -> Any:
 
 
 def control_path(config: Config) -> str:
-    """The control socket: `control_socket`, else beside the first unix_socket receiver, else state_dir."""
+    """The control socket of this config's daemon, its own whatever other daemons share a directory.
+
+    `control_socket` when set; else named after the first unix_socket receiver's data socket
+    (`/run/shipper/shipper.sock` -> `/run/shipper/shipper.control.sock`), since only one live daemon can
+    hold a data socket; else (no unix_socket receiver, or that name would pass the 107-byte limit of a
+    Unix socket path) `control.sock` in the state_dir, which one daemon at a time owns (queue locks).
+    """
     if config.settings.control_socket:
         return config.settings.control_socket
     for spec in config.receivers:
         if spec.type == "unix_socket":
-            return os.path.join(os.path.dirname(spec.config.path), "control.sock")
+            path = str(spec.config.path)
+            candidate = (path[:-5] if path.endswith(".sock") else path) + ".control.sock"
+            if len(os.fsencode(candidate)) <= 107:
+                return candidate
+            break
     return str(Path(config.settings.state_dir) / "control.sock")
