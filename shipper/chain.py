@@ -8,7 +8,8 @@ failing processor (say, a redaction) should have masked never reaches a backend 
 Dead-lettering, not passing the records on unprocessed, is the choice because an unprocessed record
 could carry exactly what the processor exists to remove. The first error of each processor is logged
 with its name and traceback; later ones are counted, and logged again at most once a minute.
-`shipper replay deadletter/processors.ndjson --to EXPORTER` sends them once the processor is fixed.
+Once the processor is fixed, `shipper replay <state_dir>/deadletter/processors.ndjson --all` with the
+daemon running sends them through the processors again (as masked by the default redaction).
 """
 
 from __future__ import annotations
