@@ -74,9 +74,24 @@ class ControlServer:
             raise ConfigError([f"control_socket: cannot listen on {self.path}: {exc.strerror or exc}"]) from exc
 
     async def serve(self) -> None:
-        """Answer requests until cancelled."""
-        if self._listener is not None:
-            await self._listener.serve(self._handle)
+        """Answer requests until cancelled; a failed accept (EMFILE) backs off, never ends the daemon."""
+        import anyio
+
+        if self._listener is None:
+            return
+        async with anyio.create_task_group() as tg:
+            while True:
+                try:
+                    stream = await self._listener.accept()
+                except (OSError, anyio.BrokenResourceError) as exc:  # anyio wraps EMFILE for Unix sockets
+                    if not isinstance(exc, OSError) and not isinstance(exc.__cause__, OSError):
+                        raise
+                    exc = exc if isinstance(exc, OSError) else exc.__cause__
+                    log.warning("Cannot accept on the control socket %s: %s; retrying.", self.path,
+                                exc.strerror or exc)
+                    await anyio.sleep(0.5)
+                    continue
+                tg.start_soon(self._handle, stream)
 
     async def _handle(self, stream: Any) -> None:
         import anyio
@@ -98,6 +113,9 @@ class ControlServer:
                 return
             except orjson.JSONDecodeError:
                 answer = {"ok": False, "problems": ["the request is not JSON"]}
+            except Exception as exc:  # e.g. out of file descriptors while gathering status
+                log.warning("A control request failed: %s: %s.", type(exc).__name__, exc)
+                answer = {"ok": False, "problems": [f"the daemon could not answer: {type(exc).__name__}: {exc}"]}
             try:
                 await stream.send(orjson.dumps(answer) + b"\n")
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):

@@ -219,7 +219,10 @@ class OTLPHTTPReceiver:
         while True:
             try:
                 stream = await listener.accept()
-            except OSError as exc:
+            except (OSError, anyio.BrokenResourceError) as caught:
+                exc = caught if isinstance(caught, OSError) else caught.__cause__
+                if not isinstance(exc, OSError):
+                    raise
                 if exc.errno not in _ACCEPT_ERRNOS:  # ECONNABORTED and the like: that one client is gone
                     continue
                 self.counters.add("accept_errors")
