@@ -103,7 +103,8 @@ def test_spans_answered_200_survive_kill_9(daemons):
     for t in threads:
         t.join(30)
     assert durable, outcomes
-    daemon.start()
+    daemon.start(wait=False)
+    wait_for(lambda: daemon.log().count("shipper is ready") == 2, timeout=30, message="the restarted daemon")
     got = wait_for(lambda: durable <= (ids := {r["span_id"] for r in daemon.records()}) and ids, timeout=30,
                    message="every 200-answered span delivered after the restart")
     assert durable <= got
