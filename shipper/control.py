@@ -83,10 +83,10 @@ class ControlServer:
             while True:
                 try:
                     stream = await self._listener.accept()
-                except (OSError, anyio.BrokenResourceError) as exc:  # anyio wraps EMFILE for Unix sockets
-                    if not isinstance(exc, OSError) and not isinstance(exc.__cause__, OSError):
+                except (OSError, anyio.BrokenResourceError) as caught:  # anyio wraps EMFILE for Unix sockets
+                    exc = caught if isinstance(caught, OSError) else caught.__cause__
+                    if not isinstance(exc, OSError):
                         raise
-                    exc = exc if isinstance(exc, OSError) else exc.__cause__
                     log.warning("Cannot accept on the control socket %s: %s; retrying.", self.path,
                                 exc.strerror or exc)
                     await anyio.sleep(0.5)

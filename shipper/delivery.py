@@ -38,7 +38,13 @@ import anyio
 from tenacity import AsyncRetrying, RetryCallState
 
 from shipper.deadletter import DeadLetters
-from shipper.errors import AUTH_STATUSES, AuthExportError, ExportError, PermanentExportError, RetryableExportError
+from shipper.errors import (
+    AUTH_STATUSES,
+    AuthExportError,
+    ExportError,
+    PermanentExportError,
+    RetryableExportError,
+)
 from shipper.queue import DiskQueue, Item
 from shipper.settings import DeliveryConfig
 from shipper.stats import Counters

@@ -6,7 +6,6 @@ process before exec), `kill -9`, the OpenTelemetry SDK's own OTLP/HTTP exporter.
 
 from __future__ import annotations
 
-import os
 import resource
 import socket
 import subprocess
@@ -16,6 +15,7 @@ import time
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -23,8 +23,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from support import Daemon, send_seqpacket, wait_for, wait_records
-
-import orjson
 
 PROTOBUF = {"content-type": "application/x-protobuf"}
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from support import Daemon, send_seqpacket, wait_for, wait_records
+from support import Daemon, send_seqpacket, wait_records
 
 BOOM = '''
 from dataclasses import dataclass
