@@ -116,6 +116,9 @@ class _Refused(Exception):
 RETRY_AFTER_S = 1
 """The `Retry-After` of a 503: how long an SDK should wait before sending the request again."""
 _ACCEPT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_CLIENT_GONE = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENETDOWN, errno.ENOPROTOOPT,
+                          errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.EOPNOTSUPP, errno.ENETUNREACH,
+                          errno.EAGAIN, errno.EINTR, errno.ECONNRESET})
 
 
 class _Conn:
@@ -223,8 +226,11 @@ class OTLPHTTPReceiver:
                 exc = caught if isinstance(caught, OSError) else caught.__cause__
                 if not isinstance(exc, OSError):
                     raise
-                if exc.errno not in _ACCEPT_ERRNOS:  # ECONNABORTED and the like: that one client is gone
+                if exc.errno in _CLIENT_GONE:  # that one client is gone; accept the next
+                    await anyio.sleep(0)
                     continue
+                if exc.errno not in _ACCEPT_ERRNOS:
+                    raise  # the listener itself is broken: the pipeline logs it and restarts the receiver
                 self.counters.add("accept_errors")
                 self.counters.last_error = f"accept: {exc.strerror or exc}"
                 now = time.monotonic()
