@@ -210,8 +210,8 @@ class Pipeline:
                 counters.last_error = f"{type(exc).__name__}: {exc}"[:500]
                 if time.monotonic() - started > 60:
                     wait = 0.1
-                log.exception("Receiver %s failed; restarting it in %.1fs. The other receivers and the "
-                              "exporters keep running.", name, wait)
+                log.error("Receiver %s failed; restarting it in %.1fs. The other receivers and the exporters "
+                          "keep running.", name, wait, exc_info=counters.counts["receiver_error"] == 1)
                 await anyio.sleep(wait)
                 wait = min(wait * 2, 5.0)
 

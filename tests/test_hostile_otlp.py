@@ -259,3 +259,70 @@ def _try_post(url: str, body: bytes) -> int | None:
         return httpx.post(url, content=body, headers=PROTOBUF, timeout=5).status_code == 200 and 200
     except httpx.HTTPError:
         return None
+
+
+FLAKY = '''
+from dataclasses import dataclass
+
+
+@dataclass
+class FlakyConfig:
+    pass
+
+
+class Flaky:
+    """A receiver whose run() always fails (say, its listener broke): it must not take the daemon down."""
+
+    Config = FlakyConfig
+
+    def __init__(self, config, ctx):
+        self.ctx = ctx
+
+    async def open(self):
+        pass
+
+    async def run(self, deliver):
+        raise RuntimeError("flaky receiver: listener broke")
+
+    async def commit(self, mark):
+        pass
+
+    async def aclose(self):
+        pass
+'''
+
+FLAKY_RUNNER = '''
+import sys
+from shipper import registry
+registry.REGISTRY["receivers"]["flaky"] = "flakyrecv:Flaky"
+from shipper.cli import main
+raise SystemExit(main(sys.argv[1:]))
+'''
+
+
+def test_a_failing_receiver_is_restarted_and_never_stops_the_daemon_or_the_others(daemons):
+    """Item 4: a receiver's failure is logged, counted (`receiver_error`) and retried with a backoff."""
+    daemon = _otlp_daemon()
+    daemon.config["receivers"]["flaky"] = {"type": "flaky"}
+    daemon.set_config()
+    daemons.append(daemon)
+    (daemon.root / "flakyrecv.py").write_text(FLAKY)
+    runner = daemon.root / "run_flaky.py"
+    runner.write_text(FLAKY_RUNNER)
+    daemon.env["PYTHONPATH"] = f"{daemon.root}:{daemon.env.get('PYTHONPATH', '')}"
+    log = open(daemon.log_path, "ab")
+    daemon.proc = subprocess.Popen([sys.executable, str(runner), "run", "-c", str(daemon.config_path)],
+                                   stdout=log, stderr=subprocess.STDOUT, env=daemon.env, cwd=str(daemon.root))
+    log.close()
+    daemon.wait_ready()
+    wait_for(lambda: daemon.status()["receivers"]["flaky"].get("receiver_error", 0) >= 3, timeout=20,
+             message="the failing receiver restarted with a backoff")
+    record = {"v": 1, "trace_id": "aa" * 16, "span_id": "bb" * 8, "name": "still", "start_ns": 1, "end_ns": 2}
+    send_seqpacket(daemon.socket, [orjson.dumps(record)])
+    body, ids = _request(11, 2)
+    assert httpx.post(_url(daemon), content=body, headers=PROTOBUF, timeout=10).status_code == 200
+    wait_records(daemon, 1, name="still")
+    wait_for(lambda: ids <= {r["span_id"] for r in daemon.records()})
+    assert daemon.proc.poll() is None
+    assert "Receiver flaky failed; restarting it" in daemon.log()
+    assert daemon.stop() == 0
