@@ -152,7 +152,7 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         from shipper.control import request
 
-        return request(str(self.root / "control.sock"), "status")["status"]
+        return request(str(self.root / "s.control.sock"), "status")["status"]  # named after s.sock
 
     def received(self) -> int:
         """Records the pipeline took in so far, from the socket and the spool."""

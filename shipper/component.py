@@ -46,6 +46,8 @@ class Context:
     state_dir: Path
     counters: Counters
     max_record_bytes: int = MAX_RECORD_BYTES
+    intake: Any = None
+    """The pipeline's `shipper.intake.IntakeBudget`: receivers check `has_room()` before reading more."""
 
 
 class Receiver(Protocol):

@@ -1,6 +1,8 @@
 """The control socket: how `shipper status` and `shipper reload` reach the running daemon.
 
-A SOCK_STREAM Unix socket (mode 0660) beside the data socket. One request per connection: a JSON line
+A SOCK_STREAM Unix socket (mode 0660) of this daemon's own, named after its data socket
+(`shipper.sock` -> `shipper.control.sock`, see `control_path`); a daemon refuses to start on a
+control socket another live daemon answers on, so `shipper status -c FILE` always reaches FILE's daemon. One request per connection: a JSON line
 `{"command": "status" | "reload"}`; one JSON answer: `{"ok": true, ...}` or `{"ok": false, "problems": [...]}`.
 `{"command": "tail"}` instead keeps the connection open and streams every processed span as an NDJSON
 line until the client goes; a watcher that cannot keep up misses spans (counted, `tail_lagged`), the
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from shipper.errors import ControlError
+from shipper.errors import ConfigError, ControlError
 from shipper.security import redact
 
 if TYPE_CHECKING:
@@ -43,27 +45,55 @@ class ControlServer:
         self._listener: Any = None
 
     async def open(self) -> None:
-        """Bind the control socket, replacing a stale one."""
+        """Bind the control socket, replacing a stale one; refuse one a live daemon answers on."""
+        import stat
+
         import anyio
 
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        if os.path.exists(self.path):
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            if not stat.S_ISSOCK(st.st_mode):
+                raise ConfigError([f"control_socket: {self.path} exists and is not a socket; remove it or "
+                                   "set control_socket to another path"])
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            probe.settimeout(2.0)
             try:
                 probe.connect(self.path)
-                probe.close()
-                log.warning("Another daemon answers on the control socket %s; replacing it.", self.path)
             except OSError:
-                pass
+                os.unlink(self.path)  # stale: nobody answers
+            else:
+                raise ConfigError([f"control_socket: another shipper daemon answers on {self.path}; stop it, "
+                                   "or give this daemon its own data socket path or control_socket"])
             finally:
                 probe.close()
-            os.unlink(self.path)
-        self._listener = await anyio.create_unix_listener(self.path, mode=0o660)
+        try:
+            self._listener = await anyio.create_unix_listener(self.path, mode=0o660)
+        except OSError as exc:
+            raise ConfigError([f"control_socket: cannot listen on {self.path}: {exc.strerror or exc}"]) from exc
 
     async def serve(self) -> None:
-        """Answer requests until cancelled."""
-        if self._listener is not None:
-            await self._listener.serve(self._handle)
+        """Answer requests until cancelled; a failed accept (EMFILE) backs off, never ends the daemon."""
+        import anyio
+
+        if self._listener is None:
+            return
+        async with anyio.create_task_group() as tg:
+            while True:
+                try:
+                    stream = await self._listener.accept()
+                except (OSError, anyio.BrokenResourceError) as caught:  # anyio wraps EMFILE for Unix sockets
+                    exc = caught if isinstance(caught, OSError) else caught.__cause__
+                    if not isinstance(exc, OSError):
+                        raise
+                    log.warning("Cannot accept on the control socket %s: %s; retrying.", self.path,
+                                exc.strerror or exc)
+                    await anyio.sleep(0.5)
+                    continue
+                tg.start_soon(self._handle, stream)
 
     async def _handle(self, stream: Any) -> None:
         import anyio
@@ -85,6 +115,9 @@ class ControlServer:
                 return
             except orjson.JSONDecodeError:
                 answer = {"ok": False, "problems": ["the request is not JSON"]}
+            except Exception as exc:  # e.g. out of file descriptors while gathering status
+                log.warning("A control request failed: %s: %s.", type(exc).__name__, exc)
+                answer = {"ok": False, "problems": [f"the daemon could not answer: {type(exc).__name__}: {exc}"]}
             try:
                 await stream.send(orjson.dumps(answer) + b"\n")
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -137,12 +170,22 @@ class ControlServer:
 
 
 def control_path(config: Config) -> str:
-    """The control socket: `control_socket`, else beside the first unix_socket receiver, else state_dir."""
+    """The control socket of this config's daemon, its own whatever other daemons share a directory.
+
+    `control_socket` when set; else named after the first unix_socket receiver's data socket
+    (`/run/shipper/shipper.sock` -> `/run/shipper/shipper.control.sock`), since only one live daemon can
+    hold a data socket; else (no unix_socket receiver, or that name would pass the 107-byte limit of a
+    Unix socket path) `control.sock` in the state_dir, which one daemon at a time owns (queue locks).
+    """
     if config.settings.control_socket:
         return config.settings.control_socket
     for spec in config.receivers:
         if spec.type == "unix_socket":
-            return os.path.join(os.path.dirname(spec.config.path), "control.sock")
+            path = str(spec.config.path)
+            candidate = (path[:-5] if path.endswith(".sock") else path) + ".control.sock"
+            if len(os.fsencode(candidate)) <= 107:
+                return candidate
+            break
     return str(Path(config.settings.state_dir) / "control.sock")
 
 

@@ -3,13 +3,14 @@
 Retry lives here and only here (tenacity, sleeping with `anyio.sleep`); exporters only classify:
 
 - success: the batch is acknowledged (`exported`);
-- `RetryableExportError` (connection errors, timeouts, 408, 429, 5xx but 501): tried again after
+- `RetryableExportError` (connection errors, timeouts, `shipper.errors.RETRYABLE_STATUSES`): tried again after
   `Retry-After` when the exporter passed one (`retry_after` seconds, honoured as given), else after an
   exponential backoff with equal jitter: the n-th wait is uniform in [b/2, b] with
   b = min(max_interval, initial_interval * 2**(n-1)); each retry is counted `retried`;
-- a 401 or 403 (whatever the error's class): logged as an error an operator must act on, retried every
-  `max_interval` (never hammered);
-- `PermanentExportError` (other 4xx): dead-lettered at once as `rejected_by_backend`, not retried;
+- `AuthExportError` (`shipper.errors.AUTH_STATUSES`: 401, 403; also any ExportError carrying one of
+  those statuses): logged as an error an operator must act on at every attempt, retried every
+  `max_interval` (never hammered), dead-lettered only as `expired` when `max_elapsed` runs out;
+- `PermanentExportError` (other non-2xx answers): dead-lettered at once as `rejected_by_backend`, not retried;
 - any other exception (a bug in an exporter): logged with its traceback and dead-lettered as
   `exporter_error`, so one poisonous batch cannot hold the queue forever.
 
@@ -38,7 +39,13 @@ from tenacity import AsyncRetrying, RetryCallState
 
 from shipper.component import Exporter
 from shipper.deadletter import DeadLetters
-from shipper.errors import ExportError, PermanentExportError, RetryableExportError
+from shipper.errors import (
+    AUTH_STATUSES,
+    AuthExportError,
+    ExportError,
+    PermanentExportError,
+    RetryableExportError,
+)
 from shipper.queue import DiskQueue, Item
 from shipper.settings import DeliveryConfig
 from shipper.stats import Counters
@@ -46,9 +53,6 @@ from shipper.stats import Counters
 __all__ = ["Delivery", "backoff"]
 
 log = logging.getLogger("shipper.delivery")
-
-AUTH_STATUSES = frozenset({401, 403})
-
 
 def backoff(attempt: int, initial: float, maximum: float, rand: float | None = None) -> float:
     """The wait after failed attempt number `attempt` (1-based): exponential, with equal jitter."""
@@ -58,7 +62,7 @@ def backoff(attempt: int, initial: float, maximum: float, rand: float | None = N
 
 
 def _is_auth(exc: BaseException | None) -> bool:
-    return isinstance(exc, ExportError) and exc.status in AUTH_STATUSES
+    return isinstance(exc, AuthExportError) or (isinstance(exc, ExportError) and exc.status in AUTH_STATUSES)
 
 
 class _Stopped(Exception):

@@ -5,17 +5,27 @@
     │                             its file, key path and what was expected
     ├── RecordError               one record is malformed; `.reason` is the counted reason
     ├── ExportError               an exporter could not deliver a batch
-    │   ├── RetryableExportError  try again later (`.retry_after` seconds when the backend said so)
-    │   └── PermanentExportError  never retry: dead-letter the batch (`.excerpt` is secrets-free)
+    │   ├── RetryableExportError  try again later (`.retry_after` seconds when the backend said so):
+    │   │   │                     connection errors, timeouts and the statuses in RETRYABLE_STATUSES
+    │   │   └── AuthExportError   401/403 (AUTH_STATUSES): the credentials are refused; retried (they
+    │   │                         may be fixed, or an account unsuspended) but loudly, every
+    │   │                         `retry.max_interval`, never with a fast backoff
+    │   └── PermanentExportError  never retry: dead-letter the batch (`.excerpt` is secrets-free):
+    │                             every other non-2xx answer
     ├── ControlError              the running daemon could not be reached or refused a command
     └── QueueBusyError            an exporter's on-disk queue is locked by another process
 
 Library errors (OSError, httpx, yaml) are translated into these at the boundary, `raise ... from exc`.
+`RETRYABLE_STATUSES` and `AUTH_STATUSES` are the one list of HTTP answers that are tried again; every
+exporter and docstring refers to them instead of repeating the numbers.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AUTH_STATUSES",
+    "RETRYABLE_STATUSES",
+    "AuthExportError",
     "ConfigError",
     "ControlError",
     "ExportError",
@@ -25,6 +35,11 @@ __all__ = [
     "RetryableExportError",
     "ShipperError",
 ]
+
+AUTH_STATUSES = frozenset({401, 403})
+"""Answers that mean the credentials are refused: `AuthExportError` (retried slowly and loudly)."""
+RETRYABLE_STATUSES = frozenset({408, 429, *range(500, 600)} - {501})
+"""Answers that mean "try again later": `RetryableExportError` (408, 429, 5xx except 501)."""
 
 
 class ShipperError(Exception):
@@ -58,7 +73,7 @@ class ExportError(ShipperError):
 
 
 class RetryableExportError(ExportError):
-    """The backend may take the batch later: connection errors, timeouts, 408, 429, 5xx but 501."""
+    """The backend may take the batch later: connection errors, timeouts, `RETRYABLE_STATUSES`."""
 
     def __init__(
         self,
@@ -70,6 +85,12 @@ class RetryableExportError(ExportError):
     ) -> None:
         super().__init__(message, status=status, excerpt=excerpt)
         self.retry_after = retry_after
+
+
+class AuthExportError(RetryableExportError):
+    """The backend refused the credentials (`AUTH_STATUSES`): an operator must act. Retried every
+    `retry.max_interval` (delivery.py) and logged as an error at each attempt, never dead-lettered as
+    rejected: fixing the key (and restarting) delivers what waited in the queue."""
 
 
 class PermanentExportError(ExportError):

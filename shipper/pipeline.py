@@ -2,10 +2,15 @@
 
 Topology:
 
-    receivers ──deliver()──▶ intake stream (bounded: backpressure) ──▶ batcher
+    receivers ──deliver()──▶ intake stream ──▶ batcher   (bounded in records and bytes by `intake`:
+                                                          receivers stop reading while it is full)
         ──▶ shared processors ──▶ for each exporter: its sink (own processors, then its durable queue)
         ──▶ receivers' commit(mark) once the batch is in every exporter's queue
     each exporter's queue ──▶ its delivery worker (batch, export, retry, dead-letter) ──▶ its backend
+
+A receiver that fails (raises out of `run`) is logged, counted (`receiver_error`) and restarted after a
+backoff; it never stops the daemon or another receiver. A processor that raises is handled by its chain
+(chain.py: `processor_error`, dead-lettered), never by ending the intake loop.
 
 Start: open sinks (queues recovered, exporters opened), then receivers (bind), then start tasks (the
 delivery workers among them); `task_status.started()` and the
@@ -42,6 +47,7 @@ from shipper.chain import Chain, build_chain
 from shipper.component import Context, Deliver, Intake, Receiver
 from shipper.config import Config, load_config
 from shipper.errors import ConfigError
+from shipper.intake import IntakeBudget
 from shipper.record import Record
 from shipper.rejects import RejectLog
 from shipper.settings import DeliveryConfig
@@ -73,6 +79,7 @@ class Pipeline:
         self.closers: list[Hook] = []  # awaited first at shutdown, before the sinks close
         self.taps: list[Callable[[list[Record]], None]] = []  # `shipper tail` watchers
         self.counters = self.stats.component("pipeline", "intake")
+        self.budget = IntakeBudget(self.settings.intake.max_records, self.settings.intake.max_bytes)
         self.rejects = RejectLog(self.state_dir / "rejected")
         self._stop: anyio.Event | None = None
         self._stop_requested = False
@@ -86,7 +93,7 @@ class Pipeline:
 
     def _context(self, section: str, name: str) -> Context:
         return Context(name=name, state_dir=self.state_dir, counters=self.stats.component(section, name),
-                       max_record_bytes=self.settings.max_record_bytes)
+                       max_record_bytes=self.settings.max_record_bytes, intake=self.budget)
 
     def _build(self) -> None:
         for spec in self.config.receivers:
@@ -182,13 +189,41 @@ class Pipeline:
     async def _run_receivers(self, scope: anyio.CancelScope) -> None:
         with scope:
             async with anyio.create_task_group() as tg:
-                for receiver in self.receivers.values():
-                    tg.start_soon(receiver.run, self._deliverer(receiver))
+                for name, receiver in self.receivers.items():
+                    tg.start_soon(self._supervise, name, receiver)
+
+    async def _supervise(self, name: str, receiver: Any) -> None:
+        """Run one receiver; if it fails, log, count `receiver_error` and run it again after a backoff."""
+        deliver = self._deliverer(receiver)
+        counters = self.stats.component("receivers", name)
+        wait = 0.1
+        while True:
+            started = time.monotonic()
+            try:
+                await receiver.run(deliver)
+                return
+            except Exception as exc:
+                counters.add("receiver_error")
+                counters.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                if time.monotonic() - started > 60:
+                    wait = 0.1
+                log.error("Receiver %s failed; restarting it in %.1fs. The other receivers and the exporters "
+                          "keep running.", name, wait, exc_info=counters.counts["receiver_error"] == 1)
+                await anyio.sleep(wait)
+                wait = min(wait * 2, 5.0)
 
     def _deliverer(self, receiver: Receiver) -> Deliver:
+        budget = self.budget
+
         async def deliver(intake: Intake) -> None:
             assert self._send is not None
-            await self._send.send((receiver, intake))
+            await budget.wait_room()
+            budget.take(len(intake.records) + len(intake.rejects), intake.size)
+            try:
+                await self._send.send((receiver, intake))
+            except BaseException:
+                budget.give_back(len(intake.records) + len(intake.rejects), intake.size)
+                raise
         return deliver
 
     async def _signals(self, scope: anyio.CancelScope, *,
@@ -225,6 +260,13 @@ class Pipeline:
         if not batch:
             await self._flush_held(force=False)
             return
+        try:
+            await self._queue(batch)
+        finally:
+            for _, intake in batch:
+                self.budget.give_back(len(intake.records) + len(intake.rejects), intake.size)
+
+    async def _queue(self, batch: list[tuple[Receiver, Intake]]) -> None:
         records: list[Record] = []
         for _, intake in batch:
             if intake.rejects:
@@ -321,7 +363,8 @@ class Pipeline:
             "rss_bytes": process_rss_bytes(),
             "config": self.config.source,
             "state_dir": str(self.state_dir),
-            "pipeline": {**snapshot.get("pipeline", {}).get("intake", {}), "tail_watchers": len(self.taps)},
+            "pipeline": {**snapshot.get("pipeline", {}).get("intake", {}), "tail_watchers": len(self.taps),
+                         **self.budget.statistics()},
             "dropped": self.stats.dropped_totals(),
         }
         for section, components in (("receivers", self.receivers), ("exporters", self.sinks)):
@@ -347,3 +390,4 @@ def _without_processors(section: Any, key: str) -> Any:
         return section
     return {name: {k: v for k, v in spec.items() if k != "processors"} if isinstance(spec, dict) else spec
             for name, spec in section.items()}
+

@@ -20,6 +20,7 @@ __all__ = [
     "DeliveryConfig",
     "ExporterCommon",
     "IntakeBatchConfig",
+    "IntakeConfig",
     "MetricsConfig",
     "QueueConfig",
     "RetryConfig",
@@ -42,6 +43,18 @@ class IntakeBatchConfig(BatchConfig):
     batch, since what it holds is not yet durable (the exporters' queues are)."""
 
     max_delay: Duration = field(default=0.2, metadata={"min": 0})
+
+
+@dataclass(kw_only=True)
+class IntakeConfig:
+    """What the daemon may hold in memory between receipt and the exporters' queues (shipper.intake).
+
+    The defaults keep the daemon well under the systemd unit's MemoryMax=512M: a record takes about
+    3-4 times its NDJSON size once decoded, so 32 MiB of records is about 130 MiB of Python objects.
+    """
+
+    max_records: int = field(default=20_000, metadata={"min": 1})
+    max_bytes: ByteSize = field(default=32 * MiB, metadata={"min": 64 * 1024})
 
 
 @dataclass(kw_only=True)
@@ -107,4 +120,5 @@ class Settings:
     control_socket: str = ""
     max_record_bytes: ByteSize = field(default=MAX_RECORD_BYTES, metadata={"min": 1024})
     batch: IntakeBatchConfig = field(default_factory=IntakeBatchConfig)
+    intake: IntakeConfig = field(default_factory=IntakeConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)

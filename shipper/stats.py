@@ -1,8 +1,8 @@
 """Counters per component, the numbers behind `shipper status` and the metrics endpoint.
 
 Every record that is not delivered is counted under a reason (SPEC §3): intentional drops (`sampled`,
-`filtered`) and the others (`malformed`, `queue_full`, `rejected_by_backend`, `expired`, ...). Counters
-are plain ints bumped from the event loop thread, so no locks.
+`filtered`) and the others (`malformed`, `queue_full`, `rejected_by_backend`, `expired`,
+`processor_error`, ...). Counters are plain ints bumped from the event loop thread, so no locks.
 """
 
 from __future__ import annotations

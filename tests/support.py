@@ -66,7 +66,16 @@ class Daemon:
 
     @property
     def control(self) -> str:
-        return str(self.root / "control.sock")
+        """This daemon's control socket, as the daemon derives it from its config."""
+        if self.embedded:
+            return self.socket[:-5] + ".control.sock"
+        if self.config.get("control_socket"):
+            return str(self.config["control_socket"])
+        for spec in (self.config.get("receivers") or {}).values():
+            if isinstance(spec, dict) and spec.get("type") == "unix_socket":
+                path = str(spec.get("path", self.socket))
+                return (path[:-5] if path.endswith(".sock") else path) + ".control.sock"
+        return str(Path(self.config.get("state_dir", self.state)) / "control.sock")
 
     def start(self, wait: bool = True) -> Daemon:
         log = open(self.log_path, "ab")

@@ -239,9 +239,11 @@ async def test_400_is_permanent_with_a_secrets_free_excerpt(exporter: Any, serve
 
 @pytest.mark.parametrize("code", [401, 403])
 async def test_401_403_say_the_credentials_are_wrong(exporter: Any, server: OTLPServer, code: int):
-    """401/403 are permanent and say plainly that the credentials are wrong and an operator must act."""
+    """401/403 are AuthExportError (retryable, slowly) and say plainly that the credentials are wrong."""
+    from shipper.errors import AuthExportError
+
     server.script(Reply.status(code, "invalid credentials"))
-    with pytest.raises(PermanentExportError) as info:
+    with pytest.raises(AuthExportError) as info:
         await exporter.export(TRACE)
     message = str(info.value)
     assert info.value.status == code

@@ -15,9 +15,10 @@ and which attributes to emit (`encoder`); the base does the rest, per batch:
 4. gzip, POST over the pooled client (connections reused; `timeout` bounds connecting, each read, each
    write and the wait for a pooled connection, as httpx does), classify the answer:
    2xx is success (an OTLP partial success is logged and its rejected spans counted as
-   `rejected_by_backend`); connection errors, timeouts, 408, 429 and 5xx except 501 raise
-   `RetryableExportError` with `Retry-After` parsed (seconds or an HTTP date); other answers raise
-   `PermanentExportError` with a short, secrets-free excerpt of the body. Exporters never retry.
+   `rejected_by_backend`); connection errors, timeouts and `shipper.errors.RETRYABLE_STATUSES` raise
+   `RetryableExportError` with `Retry-After` parsed (seconds or an HTTP date); `AUTH_STATUSES` (401,
+   403) raise `AuthExportError`; other answers raise `PermanentExportError` with a short, secrets-free
+   excerpt of the body. Exporters never retry.
 """
 
 from __future__ import annotations
@@ -40,7 +41,14 @@ import httpx
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from shipper.component import Context
-from shipper.errors import ExportError, PermanentExportError, RetryableExportError
+from shipper.errors import (
+    AUTH_STATUSES,
+    RETRYABLE_STATUSES,
+    AuthExportError,
+    ExportError,
+    PermanentExportError,
+    RetryableExportError,
+)
 from shipper.otlp.encode import Encoder, fill_trace_wide, group_by_project, partial_success
 from shipper.record import Record
 from shipper.settings import ExporterCommon
@@ -111,22 +119,24 @@ def excerpt(body: bytes, secrets: Iterable[str] = ()) -> str:
 
 def classify(response: httpx.Response, where: str, secrets: Iterable[str] = (),
              credentials: str = "the credentials") -> ExportError | None:
-    """None for a 2xx answer, else the error to raise: retryable or permanent (SPEC §4)."""
+    """None for a 2xx answer, else the error to raise (SPEC §4): `RetryableExportError` for
+    `RETRYABLE_STATUSES`, `AuthExportError` for `AUTH_STATUSES`, else `PermanentExportError`."""
     code = response.status_code
     if 200 <= code < 300:
         return None
     text = excerpt(response.content, secrets)
     said = f": {text}" if text else ""
-    if code in (408, 429) or (500 <= code < 600 and code != 501):
+    if code in RETRYABLE_STATUSES:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         wait = f"; it asked to wait {retry_after:.0f} s" if retry_after is not None else ""
         return RetryableExportError(f"{where} answered HTTP {code}{wait}{said}; the batch will be retried",
                                     status=code, excerpt=text, retry_after=retry_after)
-    if code in (401, 403):
-        return PermanentExportError(
+    if code in AUTH_STATUSES:
+        return AuthExportError(
             f"{where} refused {credentials} with HTTP {code}{said}. The credentials are wrong, revoked or "
             "lack permission (or the account's ingestion is suspended); an operator must fix the "
-            "exporter's configuration", status=code, excerpt=text)
+            "exporter's configuration; the batch stays queued and is retried every retry.max_interval",
+            status=code, excerpt=text, retry_after=None)
     return PermanentExportError(f"{where} rejected the batch with HTTP {code}{said}; it will not be retried",
                                 status=code, excerpt=text)
 

@@ -13,19 +13,32 @@ missing id, end before start, ...) is set aside as malformed and reported back i
 `partial_success` (`rejected_spans`, `error_message`); the others are taken. Answers:
 200 (an `ExportTraceServiceResponse` in the request's encoding), 400 (unreadable body or HTTP),
 404 (other path), 405 (not POST), 413 (body, or its gzip-expanded form, over `max_body_bytes`),
-415 (other content type or encoding), 500 (a fault of shipper's own, logged; the receiver serves on).
-Error bodies are a `google.rpc.Status` as OTLP asks.
+415 (other content type or encoding), 500 (a fault of shipper's own, logged; the receiver serves on),
+503 with `Retry-After` (the daemon's intake is full, or the records were not in every exporter's queue
+within `timeout`: the SDK retries). Error bodies are a `google.rpc.Status` as OTLP asks.
+
+Durable 200: a 200 is sent only once the request's records are in every exporter's durable queue (the
+pipeline's `commit(mark)` of this request, as for a spool offset), so a `kill -9` right after a 200 loses
+none of them; a request cut off before its answer is retried by the SDK (at least once, never lost).
+
+Limits, so no local process can exhaust the daemon: `timeout` is a deadline for the whole request
+(waiting for it on a kept-alive connection, its headers and its body), not per read; at most
+`max_connections` connections are open: at the cap the oldest idle one (between requests) is closed,
+else the oldest still sending its request, else the new one is refused (`connections_refused`); when
+`accept()` fails (EMFILE/ENFILE: out of file descriptors) it is counted (`accept_errors`), the oldest idle
+connection is closed and accept is retried after a backoff, never ending the receiver or the daemon.
 
 The server is HTTP/1.1 with keep-alive, h11 on anyio TCP listeners, bound in `open()`; with port 0 the
-port the system chose shows in the log line and in `statistics()["port"]`. What it accepted is in the
-pipeline as soon as the 200 is sent; like the socket, nothing is replayable (`commit` is a no-op).
+port the system chose shows in the log line and in `statistics()["port"]`.
 """
 
 from __future__ import annotations
 
 import base64
+import errno
 import logging
 import re
+import time
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,7 +68,7 @@ PATHS = ("/v1/traces", "/api/public/otel/v1/traces")
 PROTOBUF, JSON = "application/x-protobuf", "application/json"
 _PROTOBUF_TYPES = frozenset({PROTOBUF, "application/protobuf"})
 _ENDPOINT = re.compile(r"(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]]+)):(?P<port>\d{1,5})")
-_GRPC_CODE = {400: 3, 404: 5, 405: 12, 413: 8, 415: 3}
+_GRPC_CODE = {400: 3, 404: 5, 405: 12, 413: 8, 415: 3, 503: 14}
 _HEX_IDS = ("traceId", "spanId", "parentSpanId")
 
 
@@ -74,6 +87,9 @@ class Config:
     endpoint: str = "127.0.0.1:4318"
     max_body_bytes: ByteSize = field(default=16 * 1024 * 1024, metadata={"min": 1024})
     timeout: Duration = field(default=30.0, metadata={"min": 0.001})
+    """Deadline of a whole request (idle wait, headers and body), and of its wait to be queued."""
+    max_connections: int = field(default=256, metadata={"min": 1})
+    """Open connections at most; at the cap the oldest idle one is closed first."""
 
     def check(self) -> list[str]:
         try:
@@ -87,12 +103,33 @@ class Config:
 class _Refused(Exception):
     """A request answered with an HTTP error status."""
 
-    def __init__(self, status: int, message: str, close: bool = False, json: bool = False) -> None:
+    def __init__(self, status: int, message: str, close: bool = False, json: bool = False,
+                 retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.close = close
         self.json = json
+        self.retry_after = retry_after
+
+
+RETRY_AFTER_S = 1
+"""The `Retry-After` of a 503: how long an SDK should wait before sending the request again."""
+_ACCEPT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_CLIENT_GONE = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENETDOWN, errno.ENOPROTOOPT,
+                          errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.EOPNOTSUPP, errno.ENETUNREACH,
+                          errno.EAGAIN, errno.EINTR, errno.ECONNRESET})
+
+
+class _Conn:
+    """One open connection: what it is doing, since when, and how to close it."""
+
+    __slots__ = ("phase", "scope", "since")
+
+    def __init__(self) -> None:
+        self.phase = "idle"  # idle (between requests) | reading | handling
+        self.since = time.monotonic()
+        self.scope: anyio.CancelScope | None = None
 
 
 def _status_body(code: int, message: str, json: bool) -> bytes:
@@ -147,11 +184,17 @@ class OTLPHTTPReceiver:
         self.counters = ctx.counters
         self.host, self.port = parse_endpoint(config.endpoint)
         self._listener: Any = None
-        self._connections = 0
+        self._conns: dict[int, _Conn] = {}
+        self._accept_logged = 0.0
+
+    @property
+    def _connections(self) -> int:
+        return len(self._conns)
 
     def statistics(self) -> dict[str, Any]:
         """Live figures for `shipper status`: where it listens (the bound port) and open connections."""
-        return {"endpoint": f"{self.host}:{self.port}", "port": self.port, "open_connections": self._connections}
+        return {"endpoint": f"{self.host}:{self.port}", "port": self.port, "open_connections": len(self._conns),
+                "max_connections": self.config.max_connections}
 
     async def open(self) -> None:
         """Bind and listen; with port 0 the system picks the port, which `statistics()` then reports."""
@@ -170,10 +213,65 @@ class OTLPHTTPReceiver:
         """Serve connections until cancelled."""
         assert self._listener is not None, "open() first"
         async with anyio.create_task_group() as tg:
-            await self._listener.serve(lambda stream: self._serve(stream, deliver), task_group=tg)
+            for listener in getattr(self._listener, "listeners", [self._listener]):
+                tg.start_soon(self._accept, listener, deliver, tg)
+
+    async def _accept(self, listener: Any, deliver: Deliver, tg: Any) -> None:
+        """Accept connections until cancelled; running out of descriptors backs off, never ends it."""
+        wait = 0.05
+        while True:
+            try:
+                stream = await listener.accept()
+            except (OSError, anyio.BrokenResourceError) as caught:
+                exc = caught if isinstance(caught, OSError) else caught.__cause__
+                if not isinstance(exc, OSError):
+                    raise
+                if exc.errno in _CLIENT_GONE:  # that one client is gone; accept the next
+                    await anyio.sleep(0)
+                    continue
+                if exc.errno not in _ACCEPT_ERRNOS:
+                    raise  # the listener itself is broken: the pipeline logs it and restarts the receiver
+                self.counters.add("accept_errors")
+                self.counters.last_error = f"accept: {exc.strerror or exc}"
+                now = time.monotonic()
+                if now - self._accept_logged > 60:
+                    self._accept_logged = now
+                    log.error("Cannot accept OTLP connections on %s:%d: %s (%d open). Closing the oldest idle "
+                              "one and retrying; raise LimitNOFILE or lower max_connections.", self.host,
+                              self.port, exc.strerror or exc, len(self._conns))
+                self._evict(idle_only=True)
+                await anyio.sleep(wait)
+                wait = min(wait * 2, 1.0)
+                continue
+            wait = 0.05
+            if len(self._conns) >= self.config.max_connections and not self._evict(idle_only=False):
+                self.counters.add("connections_refused")
+                await stream.aclose()
+                continue
+            state = _Conn()
+            self._conns[id(state)] = state
+            self.counters.add("connections")
+            tg.start_soon(self._serve, stream, deliver, state)
+
+    def _evict(self, idle_only: bool) -> bool:
+        """Close the oldest idle connection (else, unless `idle_only`, the oldest still reading)."""
+        for phases in (("idle",), ("reading",)):
+            victims = [c for c in self._conns.values() if c.phase in phases and c.scope is not None]
+            if victims:
+                victim = min(victims, key=lambda c: c.since)
+                assert victim.scope is not None
+                victim.scope.cancel()
+                self._conns.pop(id(victim), None)
+                self.counters.add("closed_idle" if phases == ("idle",) else "closed_reading")
+                return True
+            if idle_only:
+                break
+        return False
 
     async def commit(self, mark: Any) -> None:
-        """Nothing to commit: what arrived over HTTP is not replayable."""
+        """The request's records are in every exporter's queue: its 200 may go out."""
+        if isinstance(mark, anyio.Event):
+            mark.set()
 
     async def aclose(self) -> None:
         """Stop listening. Idempotent."""
@@ -183,22 +281,39 @@ class OTLPHTTPReceiver:
 
     # -- one connection ------------------------------------------------------------------------------
 
-    async def _serve(self, stream: SocketStream, deliver: Deliver) -> None:
-        self._connections += 1
+    async def _serve(self, stream: SocketStream, deliver: Deliver, state: _Conn) -> None:
+        with anyio.CancelScope() as state.scope:
+            try:
+                await self._serve_conn(stream, deliver, state)
+            finally:
+                self._conns.pop(id(state), None)
+                with anyio.CancelScope(shield=True):
+                    await stream.aclose()
+
+    async def _serve_conn(self, stream: SocketStream, deliver: Deliver, state: _Conn) -> None:
         try:
             peer = stream.extra(SocketAttribute.remote_address, None)
         except Exception:
             peer = None
         source = f"{self.ctx.name} {peer[0]}:{peer[1]}" if isinstance(peer, tuple) else self.ctx.name
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+        timeout = self.config.timeout
         try:
             async with stream:
                 while True:
+                    retry_after: int | None = None
                     try:
-                        got = await self._read_request(conn, stream)
+                        try:
+                            with anyio.fail_after(timeout):  # the whole request, not each read
+                                got = await self._read_request(conn, stream, state)
+                        except TimeoutError:
+                            if state.phase == "reading":
+                                self.counters.add("request_timeouts")
+                            return
                         if got is None:
                             return
                         request, body = got
+                        state.phase = "handling"
                         status, content_type, payload = await self._handle(request, body, source, deliver)
                         close = False
                     except _Refused as refused:
@@ -207,20 +322,22 @@ class OTLPHTTPReceiver:
                         status, content_type = refused.status, JSON if refused.json else PROTOBUF
                         payload = _status_body(_GRPC_CODE.get(refused.status, 2), refused.message, refused.json)
                         close = refused.close
+                        retry_after = refused.retry_after
                     except Exception as exc:  # a bug of ours: answer 500, keep the receiver serving others
                         log.exception("Failed to handle an OTLP request from %s; answered 500.", source)
                         self.counters.last_error = f"500: {type(exc).__name__}: {exc}"[:500]
                         status, content_type, close = 500, PROTOBUF, True
                         payload = _status_body(13, "internal error in shipper's otlp_http receiver", False)
-                    if not await self._respond(conn, stream, status, content_type, payload, close):
-                        return
+                    with anyio.fail_after(timeout):
+                        if not await self._respond(conn, stream, status, content_type, payload, close,
+                                                   retry_after):
+                            return
+                    state.phase, state.since = "idle", time.monotonic()
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, TimeoutError,
                 h11.LocalProtocolError, OSError):
             return
-        finally:
-            self._connections -= 1
 
-    async def _receive(self, conn: h11.Connection, stream: SocketStream) -> Any:
+    async def _receive(self, conn: h11.Connection, stream: SocketStream, state: _Conn | None = None) -> Any:
         while True:
             try:
                 event = conn.next_event()
@@ -230,15 +347,17 @@ class OTLPHTTPReceiver:
                 return event
             if conn.they_are_waiting_for_100_continue:
                 await stream.send(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
-            with anyio.fail_after(self.config.timeout):
-                try:
-                    data = await stream.receive(65536)
-                except anyio.EndOfStream:
-                    data = b""
+            try:
+                data = await stream.receive(65536)
+            except anyio.EndOfStream:
+                data = b""
+            if state is not None and state.phase == "idle":
+                state.phase, state.since = "reading", time.monotonic()
             conn.receive_data(data)
 
-    async def _read_request(self, conn: h11.Connection, stream: SocketStream) -> tuple[h11.Request, bytes] | None:
-        event = await self._receive(conn, stream)
+    async def _read_request(self, conn: h11.Connection, stream: SocketStream,
+                            state: _Conn | None = None) -> tuple[h11.Request, bytes] | None:
+        event = await self._receive(conn, stream, state)
         if isinstance(event, h11.ConnectionClosed):
             return None
         assert isinstance(event, h11.Request)
@@ -250,25 +369,34 @@ class OTLPHTTPReceiver:
                 raise _Refused(413, f"the body of {int(value)} bytes is over max_body_bytes ({limit}); send "
                                     "smaller batches (OTEL_BSP_MAX_EXPORT_BATCH_SIZE) or raise the limit",
                                close=True, json=json)
+        budget = self.ctx.intake
+        full = budget is not None and budget.full()
         chunks: list[bytes] = []
         size = 0
         while True:
-            event = await self._receive(conn, stream)
+            event = await self._receive(conn, stream, state)
             if isinstance(event, h11.Data):
                 size += len(event.data)
                 if size > limit:
                     raise _Refused(413, f"the body is over max_body_bytes ({limit}); send smaller batches",
                                    close=True, json=json)
-                chunks.append(event.data)
+                if not full:  # a request refused for a full intake is read to its end, not kept
+                    chunks.append(event.data)
             elif isinstance(event, h11.EndOfMessage):
+                if full:
+                    self.counters.add("intake_full")
+                    raise _Refused(503, "the daemon's intake is full; retry after the Retry-After delay",
+                                   json=json, retry_after=RETRY_AFTER_S)
                 return request, b"".join(chunks)
             elif isinstance(event, h11.ConnectionClosed):
                 return None
 
     async def _respond(self, conn: h11.Connection, stream: SocketStream, status: int, content_type: str,
-                       payload: bytes, close: bool) -> bool:
+                       payload: bytes, close: bool, retry_after: int | None = None) -> bool:
         """Send the answer; False when the connection is to be closed afterwards."""
         headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(payload)).encode())]
+        if retry_after is not None:
+            headers.append((b"retry-after", str(retry_after).encode()))
         if close:
             headers.append((b"connection", b"close"))
         if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
@@ -314,7 +442,14 @@ class OTLPHTTPReceiver:
         if records:
             self.counters.add("received", len(records))
         if records or rejects:
-            await deliver(Intake(records, rejects, None, source, len(body)))
+            mark = anyio.Event()
+            with anyio.move_on_after(self.config.timeout):
+                await deliver(Intake(records, rejects, mark, source, len(body)))
+                await mark.wait()
+            if not mark.is_set():
+                self.counters.add("not_queued_in_time")
+                raise _Refused(503, f"the records were not in every exporter's queue within {self.config.timeout:g}s; "
+                                    "retry after the Retry-After delay", json=is_json, retry_after=RETRY_AFTER_S)
         response = ExportTraceServiceResponse()
         if rejects:
             first = rejects[0]

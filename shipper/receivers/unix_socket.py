@@ -3,7 +3,10 @@
 Each connection is one sending process; the kernel keeps message boundaries and tells us the sender's
 pid/uid/gid (`SO_PEERCRED`), which is attached to its records as resource `process.pid` and
 `process.real_user.id`. A connection is drained until `EAGAIN` and what arrived is delivered as one
-intake, so a busy sender costs one pipeline hand-off per wake-up, not per span.
+intake, so a busy sender costs one pipeline hand-off per wake-up, not per span. A drain stops as soon
+as the pipeline's intake budget (settings `intake`, shipper.intake) would be full, and no connection
+reads while it is full: the kernel buffer, then the client's spool, hold what waits, so what this
+receiver holds in memory is bounded whatever the shape of the messages.
 """
 
 from __future__ import annotations
@@ -181,15 +184,20 @@ class UnixSocketReceiver:
         max_record = self.ctx.max_record_bytes
         counters = self.counters
         view = self._view
+        budget = self.ctx.intake
         try:
             with conn:
                 while True:
+                    if budget is not None:
+                        await budget.wait_room()
                     await anyio.wait_readable(conn)
                     records: list[dict[str, Any]] = []
                     rejects: list[Reject] = []
                     size = messages = 0
                     closed = False
                     for _ in range(_DRAIN_MESSAGES):
+                        if budget is not None and not budget.has_room(len(records) + len(rejects), size):
+                            break  # the rest waits in the kernel buffer until the pipeline catches up
                         try:
                             n, _, flags, _ = conn.recvmsg_into([view])
                         except (BlockingIOError, InterruptedError):
