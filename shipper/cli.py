@@ -1,4 +1,4 @@
-"""The `shipper` command line: run, check, status, reload, emit, replay (SPEC §6). Exit 0 ok, 1 error, 2 usage."""
+"""The `shipper` command line: run, check, status, reload, emit, replay (README, Command line). Exit 0 ok, 1 error, 2 usage."""
 
 from __future__ import annotations
 

@@ -358,7 +358,7 @@ DEFAULT_CONFIG_NAME = "default_config.yaml"
 
 
 def default_config_text() -> str:
-    """The embedded default configuration (SPEC §5), shipped inside the package."""
+    """The embedded default configuration (config.example.yaml), shipped inside the package."""
     return Path(__file__).with_name(DEFAULT_CONFIG_NAME).read_text(encoding="utf-8")
 
 

@@ -18,9 +18,7 @@ import yaml
 
 from shipper.testing import wait_until
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "examples"
-if not EXAMPLES.exists():  # CI clones the repo with shared/ beside it; fall back to a copy in tests/
-    EXAMPLES = Path(__file__).resolve().parent / "examples"
+EXAMPLES = Path(__file__).resolve().parent / "examples"  # example records (docs/record.md)
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,

@@ -111,7 +111,7 @@ def excerpt(body: bytes, secrets: Iterable[str] = ()) -> str:
 
 def classify(response: httpx.Response, where: str, secrets: Iterable[str] = (),
              credentials: str = "the credentials") -> ExportError | None:
-    """None for a 2xx answer, else the error to raise: retryable or permanent (SPEC §4)."""
+    """None for a 2xx answer, else the error to raise: retryable or permanent (docs/transports.md, Delivery guarantees)."""
     code = response.status_code
     if 200 <= code < 300:
         return None
