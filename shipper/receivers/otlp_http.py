@@ -8,9 +8,10 @@ Point an unmodified app at it (`OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:431
     Content-Type: application/x-protobuf | application/json;  Content-Encoding: gzip | identity
 
 Each span becomes a record v1 through `shipper.receivers.otlp_intake` (shared with otlp_grpc; the mapping
-is `shipper.otlp.decode`, which `shipper.otel` uses too) and goes down the same pipeline as the socket's records. A span that is not a valid record (a zero or
-missing id, end before start, ...) is set aside as malformed and reported back in the OTLP response's
-`partial_success` (`rejected_spans`, `error_message`); the others are taken. Answers:
+is `shipper.otlp.decode`, which `shipper.otel` uses too) and goes down the same pipeline as the socket's
+records. A span that is not a valid record (a zero or missing id, end before start, ...) is set aside as
+malformed and reported back in the OTLP response's `partial_success` (`rejected_spans`,
+`error_message`); the others are taken. Answers:
 200 (an `ExportTraceServiceResponse` in the request's encoding), 400 (unreadable body or HTTP),
 404 (other path), 405 (not POST), 413 (body, or its gzip-expanded form, over `max_body_bytes`),
 415 (other content type or encoding), 500 (a fault of shipper's own, logged; the receiver serves on).
