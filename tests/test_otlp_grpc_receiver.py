@@ -265,3 +265,16 @@ async def wait_async(predicate: Any, timeout: float = 10.0) -> Any:
         while not (found := predicate()):
             await anyio.sleep(0.01)
     return found
+
+
+async def test_a_port_in_use_is_a_config_error_naming_the_endpoint() -> None:
+    """A second receiver on a bound port fails to open with the key and the endpoint, not a gRPC trace."""
+    from shipper.errors import ConfigError
+
+    async with running(lambda intake: anyio.sleep(0)) as first:
+        second = OTLPGRPCReceiver(Config(endpoint=f"127.0.0.1:{first.port}"),
+                                  Context(name="again", state_dir=Path("/nonexistent"), counters=Counters()))
+        with pytest.raises(ConfigError) as caught:
+            await second.open()
+        await second.aclose()
+    assert f"receivers.again.endpoint: cannot listen on 127.0.0.1:{first.port}" in str(caught.value)

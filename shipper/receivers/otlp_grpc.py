@@ -113,12 +113,11 @@ class OTLPGRPCReceiver:
             maximum_concurrent_rpcs=self.config.max_concurrent_requests,
         )
         server.add_generic_rpc_handlers(self._handlers())
+        error: RuntimeError | None = None
         try:
             port = server.add_insecure_port(self._endpoint())
-        except RuntimeError as exc:
+        except RuntimeError as exc:  # grpc raises this when it cannot bind
             port, error = 0, exc
-        else:
-            error = None
         if not port:
             await server.stop(None)
             raise ConfigError([f"receivers.{self.ctx.name}.endpoint: cannot listen on {self.config.endpoint}"
@@ -160,7 +159,7 @@ class OTLPGRPCReceiver:
         return [traces, *others]
 
     def _traces_only(self, signal: str) -> Any:
-        async def refuse(body: bytes, context: aio.ServicerContext) -> bytes:
+        async def refuse(body: bytes, context: aio.ServicerContext) -> None:
             self.counters.add("refused_requests")
             await context.abort(grpc.StatusCode.UNIMPLEMENTED,
                                 f"shipper takes traces only; {signal} are not received (send them to an "
