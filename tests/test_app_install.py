@@ -21,6 +21,8 @@ with shipper.span("app-root", kind="chain") as root:
         llm.log(input="hi", output="hello", llm={"model": "m"})
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in
                {"anyio", "yaml", "httpx", "tenacity", "opentelemetry", "google", "prometheus_client", "h11"})
+from shipper.schema import record_schema  # the record's JSON Schema ships in the installed package
+assert record_schema()["title"] == "shipper span record, version 1"
 print(root.trace_id, shipper.statistics()["sent"], ",".join(heavy) or "-")
 """
 
@@ -53,7 +55,7 @@ def test_app_install_holds_only_the_shim_and_orjson(app_venv: Path) -> None:
 @pytest.mark.slow
 def test_app_install_emits_spans_to_a_daemon(app_venv: Path, daemon_factory) -> None:
     """The shim in the small venv sends to a daemon (run from the full install) without importing any daemon
-    dependency; the daemon writes both spans."""
+    dependency, and reads the record schema from its installed package; the daemon writes both spans."""
     daemon: Daemon = daemon_factory().start()
     env = {"PATH": "/usr/bin:/bin", "SHIPPER_SOCKET": daemon.socket, "SHIPPER_SPOOL_DIR": daemon.spool}
     out = subprocess.run([str(app_venv), "-c", APP], capture_output=True, text=True, check=True, timeout=60,

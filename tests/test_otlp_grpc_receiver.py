@@ -155,6 +155,16 @@ def test_ok_means_in_the_queue_kill_9_loses_nothing(daemon_factory) -> None:
         assert names
 
 
+def test_off_in_the_embedded_default_and_local_by_default() -> None:
+    """The embedded default has no otlp_grpc receiver; enabled without an endpoint it binds 127.0.0.1:4317."""
+    from shipper.config import load_config
+
+    assert all(spec.type != "otlp_grpc" for spec in load_config(None).receivers)
+    assert Config().endpoint == "127.0.0.1:4317" and Config().check() == []
+    assert Config(endpoint="4317").check() == [
+        'endpoint: expected host:port like "127.0.0.1:4317" (port 0 picks a free one), got \'4317\'']
+
+
 def test_config_names_the_extra_when_grpcio_is_missing(tmp_path: Path) -> None:
     """Without grpcio, `shipper check` on a config with otlp_grpc says which extra to install."""
     config = tmp_path / "c.yaml"
