@@ -1,6 +1,6 @@
 """Processor throughput: `python -m benchmarks.processors` prints spans per second of each processor, in-process.
 
-Input: the five records of the shared example trace, copied into 10,000 traces with random trace ids
+Input: the five records of the example trace (tests/examples/), copied into 10,000 traces with random trace ids
 (50,000 spans of ~575 B JSON), fed in batches of 512, best of three runs; tail sampling is flushed at the
 end of each run. Not part of `benchmarks run`: a quick figure for processor changes.
 """
@@ -20,9 +20,7 @@ from shipper.component import Context
 from shipper.config import build_dataclass
 from shipper.stats import Counters
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "shared" / "examples" / "valid-trace.ndjson"
-if not EXAMPLE.exists():
-    EXAMPLE = Path(__file__).resolve().parents[1] / "tests" / "examples" / "valid-trace.ndjson"
+EXAMPLE = Path(__file__).resolve().parents[1] / "tests" / "examples" / "valid-trace.ndjson"
 
 CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("sample head, rate 0.5", "sample", {"rate": 0.5}),

@@ -1,4 +1,4 @@
-"""The `shipper` command line: run, check, status, reload, emit, replay (SPEC §6). Exit 0 ok, 1 error, 2 usage."""
+"""The `shipper` command line: run, check, status, reload, emit, replay (README, Command line). Exit 0 ok, 1 error, 2 usage."""
 
 from __future__ import annotations
 
@@ -241,7 +241,18 @@ COMMANDS = {"run": cmd_run, "check": cmd_check, "status": cmd_status, "reload": 
             "replay": cmd_replay, "tail": cmd_tail}
 
 
+# Top-level modules of the extra `shipper[daemon]`; the base distribution (what an app installs) is the shim.
+DAEMON_MODULES = frozenset({"anyio", "yaml", "httpx", "tenacity", "opentelemetry", "google", "prometheus_client",
+                            "h11"})
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `shipper` script."""
     args = _parser().parse_args(argv)
-    return COMMANDS[args.command](args)
+    try:
+        return COMMANDS[args.command](args)
+    except ModuleNotFoundError as exc:  # the app-side install (the shim alone) has no daemon dependencies
+        if (exc.name or "").split(".")[0] not in DAEMON_MODULES:
+            raise
+        return _fail(f"`shipper {args.command}` needs the daemon's dependencies, which are not installed "
+                     f"(no module {exc.name!r}): pip install 'shipper[daemon]'")

@@ -275,7 +275,11 @@ def _component(section: str, name: str, data: Any, path: str, problems: list[str
     own_processors: list[ComponentSpec] = []
     if section == "exporters" and "processors" in data:
         own_processors = _processor_list(data.pop("processors"), f"{path}.processors", problems)
-    cls = registry.load(section, type_name)
+    try:
+        cls = registry.load(section, type_name)
+    except ImportError as exc:  # a component behind an extra that is not installed; its message names it
+        problems.append(f"{path}.type: {exc}")
+        return None
     if section == "exporters":
         config, delivery = build_exporter_config(cls.Config, data, path, problems)
         return ComponentSpec(name=name, type=type_name, config=config, processors=own_processors,
@@ -358,7 +362,7 @@ DEFAULT_CONFIG_NAME = "default_config.yaml"
 
 
 def default_config_text() -> str:
-    """The embedded default configuration (SPEC §5), shipped inside the package."""
+    """The embedded default configuration (config.example.yaml), shipped inside the package."""
     return Path(__file__).with_name(DEFAULT_CONFIG_NAME).read_text(encoding="utf-8")
 
 

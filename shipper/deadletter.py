@@ -9,7 +9,7 @@ File: `<state_dir>/deadletter/<exporter>.ndjson`, one line per batch given up, w
 
 Invariants:
 - `records` are the span records as the exporter received them (after every processor), so replaying
-  them sends the same spans again; `reason` is the reason they were counted under (SPEC §3).
+  them sends the same spans again; `reason` is the reason they were counted under (docs/transports.md, Drop reasons).
 - `error` and `excerpt` come from the exporter's `ExportError`, which keeps secrets out of them; the
   excerpt is cut to `MAX_EXCERPT` characters here too.
 - The file only grows; an operator replays it (`shipper replay FILE`) and then removes or moves it.

@@ -8,7 +8,7 @@ the Prometheus text format. Everything is read at scrape time from the same coun
     shipper_exported_total{section,component}          records an exporter delivered
     shipper_retried_total, shipper_dead_lettered_total, shipper_refused_total, ...
                                                        every other counter of `pipeline.stats`, by name
-    shipper_dropped_total{section,component,reason}    records not delivered, by reason (SPEC §3)
+    shipper_dropped_total{section,component,reason}    records not delivered, by reason (docs/transports.md, Drop reasons)
     shipper_malformed_total{section,component,reason}  malformed records, by what was wrong
     shipper_queue_items / _bytes / _oldest_age_seconds{section,component}
                                                        and every other number an exporter or receiver

@@ -1,4 +1,4 @@
-"""Record v1 (SPEC §1), the daemon-side `Record` type: decoding NDJSON payloads and validating each, fast.
+"""Record v1 (docs/record.md), the daemon-side `Record` type: decoding NDJSON payloads and validating each, fast.
 
 A record is kept as the plain `dict` it was decoded into (`Record`; the client's `shipper.Span` is the
 app-side object that becomes one), so processors and exporters work on ordinary data. `decode_payload` never raises: every line becomes either a valid record or a `Reject`

@@ -12,6 +12,7 @@ REGISTRY: dict[str, dict[str, str]] = {
         "unix_socket": "shipper.receivers.unix_socket:UnixSocketReceiver",
         "spool": "shipper.receivers.spool:SpoolReceiver",
         "otlp_http": "shipper.receivers.otlp_http:OTLPHTTPReceiver",
+        "otlp_grpc": "shipper.receivers.otlp_grpc:OTLPGRPCReceiver",  # extra: shipper[grpc]
     },
     "processors": {
         "sample": "shipper.processors.sample:sample_processor",

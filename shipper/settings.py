@@ -77,7 +77,7 @@ class RetryConfig:
 
 @dataclass(kw_only=True)
 class DeliveryConfig:
-    """The delivery keys every exporter takes (SPEC §5), read by its sink (queue) and worker (retry, batch)."""
+    """The delivery keys every exporter takes (config.example.yaml), read by its sink (queue) and worker (retry, batch)."""
 
     queue: QueueConfig = field(default_factory=QueueConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)

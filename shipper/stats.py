@@ -1,6 +1,6 @@
 """Counters per component, the numbers behind `shipper status` and the metrics endpoint.
 
-Every record that is not delivered is counted under a reason (SPEC §3): intentional drops (`sampled`,
+Every record that is not delivered is counted under a reason (docs/transports.md, Drop reasons): intentional drops (`sampled`,
 `filtered`) and the others (`malformed`, `queue_full`, `rejected_by_backend`, `expired`,
 `processor_error`, ...). Counters are plain ints bumped from the event loop thread, so no locks.
 """

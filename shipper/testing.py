@@ -116,7 +116,8 @@ def read_ndjson(path: Path) -> list[dict[str, Any]]:
     for file in [*files, path]:
         if not file.exists():
             continue
-        for line in file.read_bytes().split(b"\n"):
+        data = file.read_bytes()
+        for line in data[: data.rfind(b"\n") + 1].split(b"\n"):  # a line still being written waits
             if line.strip():
                 out.append(orjson.loads(line))
     return out

@@ -19,9 +19,7 @@ from shipper.testing import (  # the shared helpers live in shipper.testing; the
     wait_until,
 )
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "examples"
-if not EXAMPLES.exists():  # CI clones the repo with shared/ beside it; fall back to a copy in tests/
-    EXAMPLES = Path(__file__).resolve().parent / "examples"
+EXAMPLES = Path(__file__).resolve().parent / "examples"  # example records (docs/record.md)
 
 
 class Daemon:

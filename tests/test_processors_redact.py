@@ -240,7 +240,7 @@ def test_config_errors(settings, message) -> None:
 
 
 def test_the_embedded_default_config_masks_secrets() -> None:
-    """`shipper run` without -c redacts secrets (SPEC §5) before its file exporter writes anything."""
+    """`shipper run` without -c redacts secrets (the embedded default) before its file exporter writes anything."""
     from shipper.chain import build_chain
     from shipper.config import load_config
     from shipper.stats import Stats

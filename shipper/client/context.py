@@ -4,7 +4,7 @@ Contextvars make nesting follow the code: an asyncio task inherits the context o
 it, `TracedThreadPoolExecutor` runs work in a copy of the submitter's context, and a thread started
 without one begins a new trace.
 
-Trace-wide fields (`session_id`, `user_id`, `tags`, `project`, SPEC §1) belong to a trace's local root
+Trace-wide fields (`session_id`, `user_id`, `tags`, `project`, docs/record.md) belong to a trace's local root
 span, and every span of the trace copies them into its record when it ends. `trace_context()` entered
 outside any span sets them for the traces started inside it; entered inside a span, it also sets them on
 that span's trace, so every span of the trace that ends afterwards (the root included) carries them.

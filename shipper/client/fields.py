@@ -1,4 +1,4 @@
-"""The record's vocabulary (SPEC §1), defined once: the client writes it, the daemon validates against it.
+"""The record's vocabulary (docs/record.md), defined once: the client writes it, the daemon validates against it.
 
 Standard library only, like the rest of the client, so `shipper.record` (the daemon's validation),
 `shipper.otlp` (the OTLP mapping) and the integrations import these names instead of repeating them.

@@ -1,4 +1,4 @@
-"""Where the socket and the spool live: one resolution shared by the shim and the daemon (SPEC §2)."""
+"""Where the socket and the spool live: one resolution shared by the shim and the daemon (docs/transports.md, Paths)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The client's spool file: append-only NDJSON that the daemon reads when the socket cannot take a record.
 
-On-disk format and invariants (SPEC §2; the reader is `shipper.receivers.spool`):
+On-disk format and invariants (docs/transports.md; the reader is `shipper.receivers.spool`):
 - A file is `<spool_dir>/<service>.<pid>.<unix_ms>.ndjson`, one record a line, owned by one process. The
   service is reduced to `[A-Za-z0-9_.-]` and never starts with a dot (dot-names are not read).
 - A file is born under `.<final name>.tmp`, locked with `flock(LOCK_EX | LOCK_NB)`, then renamed: the

@@ -1,6 +1,6 @@
 """The client transport: one record, one SOCK_SEQPACKET message; the spool when the socket cannot take it.
 
-`emit` never raises into the app and never blocks it (SPEC §2). The socket is non-blocking and connected
+`emit` never raises into the app and never blocks it (docs/transports.md, Client delivery rule). The socket is non-blocking and connected
 lazily; the spool is a plain local append. One decision per errno:
 
 - send, EAGAIN (the daemon is behind), ENOBUFS, ENOMEM: keep the socket, spool the record (`socket_full`);
@@ -297,7 +297,7 @@ def _replace(new: Transport | None) -> Transport | None:
 
 
 def emit_record(record: dict[str, Any]) -> None:
-    """Send one finished span record (SPEC §1) to the daemon, through the shim's transport.
+    """Send one finished span record (docs/record.md) to the daemon, through the shim's transport.
 
     For other producers of records in this process (the OpenTelemetry exporter, the litellm callback):
     `record` is a complete v1 record, built by the caller, with `trace_id`, `span_id`, `name`, `start_ns`

@@ -119,7 +119,7 @@ def excerpt(body: bytes, secrets: Iterable[str] = ()) -> str:
 
 def classify(response: httpx.Response, where: str, secrets: Iterable[str] = (),
              credentials: str = "the credentials") -> ExportError | None:
-    """None for a 2xx answer, else the error to raise (SPEC §4): `RetryableExportError` for
+    """None for a 2xx answer, else the error to raise (docs/transports.md, Delivery guarantees): `RetryableExportError` for
     `RETRYABLE_STATUSES`, `AuthExportError` for `AUTH_STATUSES`, else `PermanentExportError`."""
     code = response.status_code
     if 200 <= code < 300:

@@ -6,7 +6,7 @@ the same record whichever way it came. Nothing here imports protobuf or the Open
 `from_request` reads an `ExportTraceServiceRequest` by field name.
 
 What `to_record` does:
-- every attribute is kept in `attributes`, made valid for a record (SPEC §1): a scalar or a list of
+- every attribute is kept in `attributes`, made valid for a record (docs/record.md): a scalar or a list of
   scalars stays; a map, a nested or null-holding list, bytes, a non-finite float become text; keys are
   cut to 256 characters. Event and link attributes are treated the same way;
 - OpenInference, OTel GenAI (`gen_ai.*`) and Langfuse (`langfuse.*`) attributes are *also* lifted into the

@@ -7,10 +7,11 @@ Point an unmodified app at it (`OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:431
     POST /api/public/otel/v1/traces    the same, where Langfuse's SDK sends it
     Content-Type: application/x-protobuf | application/json;  Content-Encoding: gzip | identity
 
-Each span becomes a record v1 through `shipper.otlp.decode` (the mapping `shipper.otel` uses too) and
-goes down the same pipeline as the socket's records. A span that is not a valid record (a zero or
-missing id, end before start, ...) is set aside as malformed and reported back in the OTLP response's
-`partial_success` (`rejected_spans`, `error_message`); the others are taken. Answers:
+Each span becomes a record v1 through `shipper.receivers.otlp_intake` (shared with otlp_grpc; the mapping
+is `shipper.otlp.decode`, which `shipper.otel` uses too) and goes down the same pipeline as the socket's
+records. A span that is not a valid record (a zero or missing id, end before start, ...) is set aside as
+malformed and reported back in the OTLP response's `partial_success` (`rejected_spans`,
+`error_message`); the others are taken. Answers:
 200 (an `ExportTraceServiceResponse` in the request's encoding), 400 (unreadable body or HTTP),
 404 (other path), 405 (not POST), 413 (body, or its gzip-expanded form, over `max_body_bytes`),
 415 (other content type or encoding), 500 (a fault of shipper's own, logged; the receiver serves on),
@@ -27,6 +28,8 @@ Limits, so no local process can exhaust the daemon: `timeout` is a deadline for 
 else the oldest still sending its request, else the new one is refused (`connections_refused`); when
 `accept()` fails (EMFILE/ENFILE: out of file descriptors) it is counted (`accept_errors`), the oldest idle
 connection is closed and accept is retried after a backoff, never ending the receiver or the daemon.
+A gRPC client at this port (its connection opens with the HTTP/2 preface) is answered in HTTP/2 with
+a status naming the otlp_grpc port (`grpc_hint`).
 
 The server is HTTP/1.1 with keep-alive, h11 on anyio TCP listeners, bound in `open()`; with port 0 the
 port the system chose shows in the log line and in `statistics()["port"]`.
@@ -51,13 +54,12 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
 )
 
 from shipper.component import Context, Deliver, Intake
-from shipper.errors import ConfigError, RecordError
-from shipper.otlp.decode import from_request, to_record
-from shipper.record import Reject, validate
+from shipper.errors import ConfigError
+from shipper.receivers import grpc_hint
+from shipper.receivers.otlp_intake import decode_spans, export_response, grpc_endpoints
 from shipper.values import ByteSize, Duration
 
 __all__ = ["OTLPHTTPReceiver", "parse_endpoint"]
@@ -98,6 +100,14 @@ class Config:
             return [f"endpoint: expected host:port like \"127.0.0.1:4318\" (port 0 picks a free one), "
                     f"got {self.endpoint!r}"]
         return []
+
+
+class _GRPCClient(Exception):
+    """A connection that opened with the HTTP/2 preface (a gRPC client at the wrong port), already answered."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__("HTTP/2 preface")
+        self.data = data
 
 
 class _Refused(Exception):
@@ -323,6 +333,8 @@ class OTLPHTTPReceiver:
                         payload = _status_body(_GRPC_CODE.get(refused.status, 2), refused.message, refused.json)
                         close = refused.close
                         retry_after = refused.retry_after
+                    except _GRPCClient:
+                        raise
                     except Exception as exc:  # a bug of ours: answer 500, keep the receiver serving others
                         log.exception("Failed to handle an OTLP request from %s; answered 500.", source)
                         self.counters.last_error = f"500: {type(exc).__name__}: {exc}"[:500]
@@ -333,6 +345,8 @@ class OTLPHTTPReceiver:
                                                    retry_after):
                             return
                     state.phase, state.since = "idle", time.monotonic()
+        except _GRPCClient:  # answered in its own protocol by _receive; nothing more to say
+            return
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, TimeoutError,
                 h11.LocalProtocolError, OSError):
             return
@@ -353,7 +367,26 @@ class OTLPHTTPReceiver:
                 data = b""
             if state is not None and state.phase == "idle":
                 state.phase, state.since = "reading", time.monotonic()
+            if conn.their_state is h11.IDLE and not conn.trailing_data[0] and grpc_hint.looks_like_http2(data):
+                await self._answer_grpc(stream, data)
+                raise _GRPCClient(data)
             conn.receive_data(data)
+
+    async def _answer_grpc(self, stream: SocketStream, data: bytes) -> None:
+        """Tell a gRPC client (HTTP/2) in its own protocol that OTLP/gRPC is served on another port."""
+        self.counters.add("refused_requests")
+        where = (f"on {', '.join(grpc_endpoints)} (the otlp_grpc receiver)" if grpc_endpoints else
+                 "by the otlp_grpc receiver (127.0.0.1:4317 by default; enable it in the config)")
+        message = (f"this port ({self.port}) is shipper's OTLP/HTTP receiver; OTLP/gRPC is served {where}, "
+                   f"or export over OTLP/HTTP to http://{self.host}:{self.port}{PATHS[0]}")
+        self.counters.last_error = "a gRPC client connected to the OTLP/HTTP port"
+        log.warning("A gRPC client connected to the OTLP/HTTP port %d; told it: %s", self.port, message)
+        with anyio.move_on_after(self.config.timeout):
+            await stream.send(grpc_hint.greeting())
+            while (stream_id := grpc_hint.first_stream(data)) is None and len(data) < grpc_hint.MAX_READ:
+                data += await stream.receive(65536)
+            if stream_id is not None:
+                await stream.send(grpc_hint.answer(stream_id, message))
 
     async def _read_request(self, conn: h11.Connection, stream: SocketStream,
                             state: _Conn | None = None) -> tuple[h11.Request, bytes] | None:
@@ -437,7 +470,7 @@ class OTLPHTTPReceiver:
             kind = "OTLP/JSON" if is_json else "OTLP protobuf"
             raise _Refused(400, f"the body is not a readable {kind} ExportTraceServiceRequest: "
                                 f"{str(exc)[:200]}", json=is_json) from exc
-        records, rejects = self._records(message)
+        records, rejects = decode_spans(message, self.ctx.max_record_bytes)
         self.counters.add("requests")
         if records:
             self.counters.add("received", len(records))
@@ -450,12 +483,7 @@ class OTLPHTTPReceiver:
                 self.counters.add("not_queued_in_time")
                 raise _Refused(503, f"the records were not in every exporter's queue within {self.config.timeout:g}s; "
                                     "retry after the Retry-After delay", json=is_json, retry_after=RETRY_AFTER_S)
-        response = ExportTraceServiceResponse()
-        if rejects:
-            first = rejects[0]
-            response.partial_success.rejected_spans = len(rejects)
-            response.partial_success.error_message = (
-                f"{len(rejects)} spans were not valid records (first: {first.reason}, {first.detail})")
+        response = export_response(rejects)
         payload = json_format.MessageToJson(response, indent=None).encode() if is_json else response.SerializeToString()
         return 200, JSON if is_json else PROTOBUF, payload
 
@@ -472,27 +500,6 @@ class OTLPHTTPReceiver:
         if not inflater.eof:
             raise _Refused(400, "the gzip body is truncated", json=json)
         return out
-
-    def _records(self, message: ExportTraceServiceRequest) -> tuple[list[dict[str, Any]], list[Reject]]:
-        records: list[dict[str, Any]] = []
-        rejects: list[Reject] = []
-        limit = self.ctx.max_record_bytes
-        for otel, pb in from_request(message):
-            record = to_record(otel)
-            try:
-                records.append(validate(record))
-            except RecordError as exc:
-                rejects.append(Reject(exc.reason, exc.detail, _excerpt(pb, limit)))
-        return records, rejects
-
-
-def _excerpt(pb: Any, limit: int) -> bytes:
-    """The rejected span as it came (JSON text), capped, for the rejected-records log."""
-    try:
-        text = json_format.MessageToJson(pb, indent=None).encode()
-    except Exception:
-        text = b""
-    return text[: min(limit, 65536)]
 
 
 def _header(request: h11.Request, name: bytes) -> str:

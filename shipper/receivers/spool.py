@@ -1,4 +1,4 @@
-"""Receiver `spool`: complete lines of the append-only NDJSON spool files that clients write (SPEC §2).
+"""Receiver `spool`: complete lines of the append-only NDJSON spool files that clients write (docs/transports.md).
 
 Invariants:
 - A line counts once its `\\n` is written; bytes after the last `\\n` are left for a later read.
@@ -148,6 +148,20 @@ class SpoolReceiver:
             log.error("Cannot read spool file %s: %s.", path, exc.strerror)
             return 0
         end = chunk.rfind(b"\n") + 1
+        if end == 0 and len(chunk) == self.config.max_read_bytes:
+            # one line longer than a read: a record may be up to max_record_bytes, so read it whole
+            long_line = self._read_long_line(path, offset)
+            if long_line is None and not _writer_done(path):
+                return 0  # a long line still being written
+            if long_line:
+                chunk, end = long_line, len(long_line)
+            elif long_line == b"":  # over max_record_bytes: skip to its end, set aside its start
+                end = self._skip_long_line(path, offset, size)
+                reject = Reject("too_large", f"a line of {end} bytes in {name} is over max_record_bytes "
+                                             f"({self.ctx.max_record_bytes})", chunk[:1024])
+                self._read[name] = offset + end
+                await deliver(Intake([], [reject], (name, offset + end), f"{self.ctx.name} {name}", end))
+                return end
         if end == 0:
             if len(chunk) < self.config.max_read_bytes and not _writer_done(path):
                 return 0  # a line still being written
@@ -164,6 +178,17 @@ class SpoolReceiver:
         self.counters.add("received", len(records))
         await deliver(Intake(records, rejects, (name, offset + end), f"{self.ctx.name} {name}", end))
         return end
+
+    def _read_long_line(self, path: str, offset: int) -> bytes | None:
+        """The line at `offset` with its newline if it is at most max_record_bytes; b"" if it is longer;
+        None if the file ends before its newline (still being written, or torn)."""
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(self.ctx.max_record_bytes + 1)
+        nl = data.find(b"\n")
+        if nl >= 0:
+            return data[: nl + 1]
+        return b"" if len(data) > self.ctx.max_record_bytes else None
 
     def _skip_long_line(self, path: str, offset: int, size: int) -> int:
         """Length up to and including the next newline (or the file's end) of a line over max_read_bytes."""

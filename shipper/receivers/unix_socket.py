@@ -1,4 +1,4 @@
-"""Receiver `unix_socket`: NDJSON messages on an AF_UNIX SOCK_SEQPACKET socket (SPEC §2).
+"""Receiver `unix_socket`: NDJSON messages on an AF_UNIX SOCK_SEQPACKET socket (docs/transports.md).
 
 Each connection is one sending process; the kernel keeps message boundaries and tells us the sender's
 pid/uid/gid (`SO_PEERCRED`), which is attached to its records as resource `process.pid` and
