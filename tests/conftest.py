@@ -28,17 +28,21 @@ def daemon_factory() -> Iterator[type[Daemon]]:
         daemon.cleanup()
 
 
+@pytest.fixture(scope="session")
+def shared_daemon() -> Iterator[Daemon]:
+    """One daemon subprocess (socket, spool, file output) for every test that only needs somewhere to send
+    records: each test finds its own records by trace or session id, so they do not need a daemon each."""
+    daemon = Daemon().start()
+    yield daemon
+    daemon.cleanup()
+
+
 @pytest.fixture(scope="module")
-def shipped_daemon() -> Iterator[Daemon]:
-    """A daemon subprocess (socket, spool, file output) with this process's shipper client sending to it."""
+def shipped_daemon(shared_daemon: Daemon) -> Iterator[Daemon]:
+    """The shared daemon, with this process's shipper client sending to it for the tests of one module."""
     import shipper
     from shipper.client import transport
 
-    daemon = Daemon()
-    daemon.config["exporters"]["file"]["batch"] = {"max_delay": "50ms"}  # records show up within ~0.1 s
-    daemon.set_config().start()
-    shipper.configure(service="tests", socket=daemon.socket, spool_dir=daemon.spool)
-    yield daemon
+    shipper.configure(service="tests", socket=shared_daemon.socket, spool_dir=shared_daemon.spool)
+    yield shared_daemon
     transport.shutdown()
-    daemon.cleanup()
-

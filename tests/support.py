@@ -54,7 +54,8 @@ class Daemon:
                 "socket": {"type": "unix_socket", "path": self.socket},
                 "spool": {"type": "spool", "dir": self.spool, "poll_interval": "50ms"},
             },
-            "exporters": {"file": {"type": "file"}},
+            # short batch delays (not the 200 ms / 1 s defaults): a test waits for its records, not for timers
+            "exporters": {"file": {"type": "file", "batch": {"max_delay": "20ms"}}},
             "batch": {"max_delay": "20ms"},
         }
 

@@ -51,7 +51,7 @@ class Sender(threading.Thread):
 def _rewrite(daemon, processors: list, exporter_processors: list | None = None) -> None:
     config = dict(daemon.config, processors=processors)
     if exporter_processors is not None:
-        config["exporters"] = {"file": {"type": "file", "processors": exporter_processors}}
+        config["exporters"] = {"file": {**daemon.config["exporters"]["file"], "processors": exporter_processors}}
     daemon.config_path.write_text(yaml.safe_dump(config))
 
 

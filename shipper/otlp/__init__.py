@@ -1,7 +1,9 @@
 """The mapping between records and OTLP, in one room.
 
 - `semconv`: the attribute names of OTel GenAI and OpenInference, and a record's fields mapped onto them;
+- `messages`: LLM messages between the record's form and the conventions' forms, both ways;
 - `langfuse`: Langfuse's own attribute names (written by its exporter, read back by `decode`);
+- `text`: structured values as JSON text in attributes, and back;
 - `encode`: records → OTLP `ExportTraceServiceRequest` (protobuf or OTLP/JSON), for every OTLP exporter;
 - `decode`: OpenTelemetry spans → records, for every OTel intake (the SDK bridge, the OTLP receivers).
 

@@ -26,7 +26,6 @@ What `to_record` does:
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,6 +35,8 @@ import orjson
 
 from shipper.otlp import langfuse as lf
 from shipper.otlp import semconv as sc
+from shipper.otlp.messages import genai_messages_from, oi_messages_from
+from shipper.otlp.text import parse_json
 from shipper.record import KINDS, MAX_KEY_CHARS, Record
 
 __all__ = ["OTelSpan", "clean_attributes", "clean_value", "from_request", "lift", "to_record"]
@@ -53,7 +54,6 @@ GENAI_USAGE_OLD = {"gen_ai.usage.prompt_tokens": "input_tokens", "gen_ai.usage.c
 USER_IDS = (sc.USER_ID, lf.USER, "enduser.id")
 _PARAM_OF = {name: key for key, name in sc.GENAI_PARAMS.items()}
 _USAGE_OF = {name: key for key, name in (*sc.GENAI_USAGE.items(), *sc.OI_TOKENS.items())}
-_MESSAGE_KEY = re.compile(r"llm\.(input|output)_messages\.(\d+)\.message\.(.+)")
 _SCALARS = (str, bool, int, float)
 
 
@@ -101,16 +101,6 @@ def clean_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
     return {str(k)[:MAX_KEY_CHARS]: clean_value(v) for k, v in attributes.items() if v is not None}
 
 
-def _json(value: Any) -> Any:
-    """JSON text parsed, or the value itself when it is not JSON text."""
-    if isinstance(value, str) and value[:1] in ("{", "[", '"'):
-        try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return value
-    return value
-
-
 def _count(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
@@ -127,119 +117,6 @@ def _cost(value: Any) -> float | None:
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
-
-
-# -- messages --------------------------------------------------------------------------------------------
-
-
-def _oi_messages(attrs: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """OpenInference's flattened `llm.{input,output}_messages.N.message.*` back into message lists."""
-    found: dict[str, dict[int, dict[str, Any]]] = {"input": {}, "output": {}}
-    for key, value in attrs.items():
-        if not key.startswith(("llm.input_messages.", "llm.output_messages.")):
-            continue
-        match = _MESSAGE_KEY.fullmatch(key)
-        if match is None:
-            continue
-        side, index, rest = match.group(1), int(match.group(2)), match.group(3)
-        message = found[side].setdefault(index, {})
-        if rest in ("role", "content", "name", "tool_call_id"):
-            message[rest] = value
-        elif rest.startswith("contents."):
-            j, _, what = rest[len("contents."):].partition(".message_content.")
-            if j.isdigit():
-                message.setdefault("_parts", {}).setdefault(int(j), {})[what] = value
-        elif rest.startswith("tool_calls."):
-            k, _, what = rest[len("tool_calls."):].partition(".tool_call.")
-            if k.isdigit():
-                message.setdefault("_calls", {}).setdefault(int(k), {})[what] = value
-    out: dict[str, list[dict[str, Any]]] = {}
-    for side, by_index in found.items():
-        if not by_index:
-            continue
-        messages = []
-        for index in sorted(by_index):
-            message = by_index[index]
-            parts = message.pop("_parts", None)
-            calls = message.pop("_calls", None)
-            message.setdefault("role", "user" if side == "input" else "assistant")
-            if parts and "content" not in message:
-                message["content"] = [_oi_part(parts[j]) for j in sorted(parts)]
-            if calls:
-                message["tool_calls"] = [
-                    {"id": c.get("id"), "type": "function",
-                     "function": {"name": c.get("function.name"), "arguments": c.get("function.arguments")}}
-                    for c in (calls[k] for k in sorted(calls))]
-            messages.append(message)
-        out[side] = messages
-    return out
-
-
-def _oi_part(part: Mapping[str, Any]) -> dict[str, Any]:
-    if part.get("type") == "image":
-        return {"type": "image_url", "image_url": {"url": part.get("image.image.url", "")}}
-    return {"type": "text", "text": part.get("text", "")}
-
-
-def _media_content(part: Mapping[str, Any]) -> dict[str, Any]:
-    """A GenAI `uri` / `blob` / `file` part as an OpenAI-style content part (images by URL or data URL)."""
-    kind, modality, mime = part.get("type"), part.get("modality"), part.get("mime_type")
-    if kind == "uri" and modality == "image":
-        return {"type": "image_url", "image_url": {"url": str(part.get("uri", ""))}}
-    if kind == "blob" and modality == "image":
-        return {"type": "image_url",
-                "image_url": {"url": f"data:{mime or 'application/octet-stream'};base64,{part.get('content', '')}"}}
-    if kind == "blob" and modality == "audio" and isinstance(mime, str) and mime.startswith("audio/"):
-        return {"type": "input_audio", "input_audio": {"data": str(part.get("content", "")), "format": mime[6:]}}
-    if kind == "file":
-        return {"type": "file", "file": {"file_id": str(part.get("file_id", ""))}}
-    return dict(part)
-
-
-def _genai_messages(value: Any, output: bool) -> list[dict[str, Any]] | None:
-    """`gen_ai.input.messages` / `gen_ai.output.messages` (parts form, JSON text) as record messages."""
-    messages = _json(value)
-    if not isinstance(messages, list):
-        return None
-    out = []
-    for item in messages:
-        if not isinstance(item, dict):
-            continue
-        message: dict[str, Any] = {"role": str(item.get("role") or ("assistant" if output else "user"))}
-        texts: list[str] = []
-        media: list[dict[str, Any]] = []
-        calls = []
-        for part in item.get("parts") or ():
-            if not isinstance(part, dict):
-                continue
-            kind = part.get("type")
-            if kind == "text":
-                texts.append(str(part.get("content", "")))
-            elif kind in ("uri", "blob", "file"):
-                media.append(_media_content(part))
-            elif kind == "reasoning" and isinstance(part.get("content"), str):
-                message["reasoning_content"] = part["content"]
-            elif kind == "tool_call":
-                arguments = part.get("arguments")
-                calls.append({"id": part.get("id"), "type": "function", "function": {
-                    "name": part.get("name"),
-                    "arguments": arguments if isinstance(arguments, str) or arguments is None
-                    else sc.json_text(arguments)}})
-            elif kind == "tool_call_response":
-                message["role"] = "tool"
-                message["tool_call_id"] = part.get("id")
-                response = part.get("response")
-                texts.append(response if isinstance(response, str) else sc.json_text(response))
-        if media:
-            message["content"] = [*({"type": "text", "text": t} for t in texts), *media]
-        elif texts:
-            message["content"] = texts[0] if len(texts) == 1 else [{"type": "text", "text": t} for t in texts]
-        if calls:
-            message["tool_calls"] = calls
-        if output and item.get("finish_reason"):
-            message["finish_reason"] = item["finish_reason"]
-        out.append(message)
-    return out
 
 
 # -- lifting ---------------------------------------------------------------------------------------------
@@ -267,7 +144,7 @@ def _usage(attrs: Mapping[str, Any]) -> dict[str, int]:
             count = _count(attrs[name])
             if count is not None:
                 usage[key] = count
-    details = _json(attrs.get(lf.USAGE))
+    details = parse_json(attrs.get(lf.USAGE))
     if isinstance(details, dict):
         found: dict[str, int] = {}
         for name, key in lf.USAGE_KEYS.items():
@@ -285,7 +162,7 @@ def _usage(attrs: Mapping[str, Any]) -> dict[str, int]:
 
 def _params(attrs: Mapping[str, Any]) -> dict[str, Any] | None:
     for name in (sc.INVOCATION_PARAMETERS, lf.PARAMS):
-        params = _json(attrs.get(name))
+        params = parse_json(attrs.get(name))
         if isinstance(params, dict) and params:
             return params
     params = {key: attrs[name] for name, key in _PARAM_OF.items() if name in attrs}
@@ -326,9 +203,9 @@ def _llm(attrs: Mapping[str, Any], start_ns: int) -> dict[str, Any]:
     params = _params(attrs)
     if params:
         llm["params"] = params
-    oi = _oi_messages(attrs)
+    oi = oi_messages_from(attrs)
     for side, name in (("input", sc.INPUT_MESSAGES), ("output", sc.OUTPUT_MESSAGES)):
-        messages = oi.get(side) or (_genai_messages(attrs[name], side == "output") if name in attrs else None)
+        messages = oi.get(side) or (genai_messages_from(attrs[name], side == "output") if name in attrs else None)
         if messages:
             llm[f"{side}_messages"] = messages
     usage = _usage(attrs)
@@ -338,7 +215,7 @@ def _llm(attrs: Mapping[str, Any], start_ns: int) -> dict[str, Any]:
     if cost is None:
         cost = _cost(attrs.get("gen_ai.usage.cost"))
     if cost is None:
-        details = _json(attrs.get(lf.COST))
+        details = parse_json(attrs.get(lf.COST))
         cost = _cost(details.get("total")) if isinstance(details, dict) else None
     if cost is not None:
         llm["cost_usd"] = cost
@@ -358,13 +235,13 @@ def _value(attrs: Mapping[str, Any], value_key: str, mime_key: str, langfuse_key
                 return value
         return value
     if langfuse_key in attrs:
-        return _json(attrs[langfuse_key])
+        return parse_json(attrs[langfuse_key])
     return None
 
 
 def _tags(attrs: Mapping[str, Any]) -> list[str] | None:
     for name in (sc.TAGS, lf.TAGS):
-        tags = _json(attrs.get(name))
+        tags = parse_json(attrs.get(name))
         if isinstance(tags, str) and tags:
             return [tags]
         if isinstance(tags, (list, tuple)) and tags:
@@ -382,7 +259,7 @@ def lift(attrs: Mapping[str, Any], start_ns: int = 0) -> dict[str, Any]:
                                  ("output", (sc.OUTPUT_VALUE, sc.OUTPUT_MIME, lf.OUTPUT), sc.TOOL_CALL_RESULT)):
         value = _value(attrs, *keys)
         if value is None and tool_key in attrs:
-            value = _json(attrs[tool_key])
+            value = parse_json(attrs[tool_key])
         if value is not None:
             out[side] = value
     session = _text(attrs.get(sc.SESSION_ID)) or _text(attrs.get(lf.SESSION)) or _text(attrs.get(sc.CONVERSATION_ID))
@@ -394,11 +271,11 @@ def lift(attrs: Mapping[str, Any], start_ns: int = 0) -> dict[str, Any]:
     tags = _tags(attrs)
     if tags:
         out["tags"] = tags
-    metadata = _json(attrs.get(sc.METADATA))
+    metadata = parse_json(attrs.get(sc.METADATA))
     metadata = dict(metadata) if isinstance(metadata, dict) else {}
     for key, value in attrs.items():
         if key.startswith(lf.METADATA):
-            metadata.setdefault(key.split(".", 3)[3], _json(value))
+            metadata.setdefault(key.split(".", 3)[3], parse_json(value))
     if metadata:
         out["metadata"] = metadata
     return out

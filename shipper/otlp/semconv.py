@@ -42,8 +42,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
+from shipper.otlp.messages import FINISH_REASONS, genai_messages, genai_part, oi_message_attributes
+from shipper.otlp.text import json_text
 from shipper.record import Record
 
 __all__ = [
@@ -148,8 +148,6 @@ GENAI_PARAMS = {
 """Record `llm.params` keys (OpenAI names) and the `gen_ai.request.*` attribute each becomes."""
 GENAI_OPERATION = {"llm": "chat", "embedding": "embeddings", "tool": "execute_tool", "agent": "invoke_agent"}
 """Default `gen_ai.operation.name` per record kind when `llm.operation` does not say."""
-FINISH_REASONS = {"tool_calls": "tool_call", "function_call": "tool_call"}
-"""OpenAI finish reasons → the GenAI schema's (stop, length, content_filter, tool_call, error); others kept."""
 DEFAULT_OTEL_KIND = {"llm": "client", "embedding": "client"}
 """Record kind → OTLP span kind when the record names no `otel_kind` (GenAI: inference spans are CLIENT)."""
 
@@ -186,11 +184,6 @@ OI_TOOL_NAME, OI_TOOL_DESCRIPTION = "tool.name", "tool.description"
 TEXT, JSON_MIME = "text/plain", "application/json"
 
 _SCALARS = (str, bool, int, float)
-
-
-def json_text(value: Any) -> str:
-    """`value` as compact JSON text (non-JSON values are written with `str`)."""
-    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def value_and_mime(value: Any) -> tuple[str, str]:
@@ -233,121 +226,6 @@ def tool_description(rec: Record) -> str | None:
 def otel_kind_of(rec: Record) -> str:
     """The OTLP span kind of a record: its `otel_kind`, else CLIENT for llm / embedding spans, else internal."""
     return rec.get("otel_kind") or DEFAULT_OTEL_KIND.get(rec.get("kind", "span"), "internal")
-
-
-def _data_url(url: str) -> tuple[str | None, str] | None:
-    """(mime type, base64 content) of a `data:<mime>;base64,<content>` URL; None for any other URL."""
-    if not url.startswith("data:"):
-        return None
-    header, _, content = url[5:].partition(",")
-    mime, _, encoding = header.partition(";")
-    return (mime or None, content) if encoding == "base64" else None
-
-
-def _media_part(modality: str, url: str | None = None, data: str | None = None, mime: str | None = None,
-                file_id: str | None = None) -> dict[str, Any]:
-    """A GenAI `uri`, `blob` or `file` part (the schema's parts for non-text content)."""
-    if url is not None:
-        inline = _data_url(url)
-        if inline is None:
-            part: dict[str, Any] = {"type": "uri", "modality": modality, "uri": url}
-        else:
-            part = {"type": "blob", "modality": modality, "content": inline[1]}
-            mime = mime or inline[0]
-    elif data is not None:
-        part = {"type": "blob", "modality": modality, "content": data}
-    else:
-        part = {"type": "file", "modality": modality, "file_id": file_id or ""}
-    if mime:
-        part["mime_type"] = mime
-    return part
-
-
-def genai_part(part: Any) -> dict[str, Any]:
-    """One content part of a record message (OpenAI or Anthropic form) as a GenAI message part.
-
-    Text becomes `text`; images, audio and files become `uri` (a URL), `blob` (inline base64, also
-    from a data URL) or `file` (a provider file id); anything else is kept as a generic part.
-    """
-    if not isinstance(part, dict):
-        return {"type": "text", "content": part if isinstance(part, str) else json_text(part)}
-    kind = part.get("type")
-    if kind == "text":
-        return {"type": "text", "content": part.get("text", "")}
-    if kind == "image_url":
-        image = part.get("image_url")
-        url = image.get("url") if isinstance(image, dict) else image
-        return _media_part("image", url=str(url or ""))
-    if kind == "input_audio":
-        audio = part.get("input_audio") or {}
-        fmt = audio.get("format")
-        return _media_part("audio", data=str(audio.get("data", "")), mime=f"audio/{fmt}" if fmt else None)
-    if kind == "file" and isinstance(part.get("file"), dict):
-        file = part["file"]
-        if file.get("file_data"):
-            data = str(file["file_data"])
-            return _media_part("document", url=data) if data.startswith("data:") else _media_part(
-                "document", data=data)
-        return _media_part("document", file_id=str(file.get("file_id") or ""))
-    source = part.get("source")
-    if kind in ("image", "document", "audio") and isinstance(source, dict):  # Anthropic content blocks
-        modality = "document" if kind == "document" else kind
-        if source.get("type") == "base64":
-            return _media_part(modality, data=str(source.get("data", "")), mime=source.get("media_type"))
-        if source.get("type") == "url":
-            return _media_part(modality, url=str(source.get("url", "")))
-        if source.get("type") == "file":
-            return _media_part(modality, file_id=str(source.get("file_id", "")))
-    if isinstance(kind, str) and kind:
-        return dict(part)  # a GenericPart: any type, any properties
-    return {"type": "generic", "content": part}
-
-
-def genai_messages(messages: list[Any], output: bool = False, finish_reason: str = "stop") -> str:
-    """Record messages as the JSON text of `gen_ai.input.messages` / `gen_ai.output.messages` (parts form).
-
-    Output messages always carry `finish_reason` (the schema requires it): the message's own, in the
-    schema's words, else `tool_call` for a message that calls tools, else `finish_reason` (`stop`, or
-    `error` for a failed span).
-    """
-    converted = []
-    for message in messages:
-        if not isinstance(message, dict):
-            entry: dict[str, Any] = {"role": "assistant" if output else "user",
-                                     "parts": [{"type": "text", "content": str(message)}]}
-            if output:
-                entry["finish_reason"] = finish_reason
-            converted.append(entry)
-            continue
-        parts: list[dict[str, Any]] = []
-        reasoning = message.get("reasoning_content")
-        if isinstance(reasoning, str) and reasoning:
-            parts.append({"type": "reasoning", "content": reasoning})
-        content = message.get("content")
-        if isinstance(content, str):
-            parts.append({"type": "text", "content": content})
-        elif isinstance(content, list):
-            parts.extend(genai_part(part) for part in content)
-        elif content is not None:
-            parts.append({"type": "text", "content": json_text(content)})
-        for call in message.get("tool_calls") or []:
-            if isinstance(call, dict):
-                function = call.get("function") or {}
-                parts.append({"type": "tool_call", "id": call.get("id"), "name": function.get("name"),
-                              "arguments": function.get("arguments")})
-        entry = {"role": message.get("role", "assistant" if output else "user"), "parts": parts}
-        if message.get("tool_call_id"):
-            entry["parts"] = [{"type": "tool_call_response", "id": message["tool_call_id"],
-                               "response": content}]
-        if output:
-            reason = message.get("finish_reason")
-            if isinstance(reason, str) and reason:
-                entry["finish_reason"] = FINISH_REASONS.get(reason, reason)
-            else:
-                entry["finish_reason"] = "tool_call" if message.get("tool_calls") and finish_reason == "stop" \
-                    else finish_reason
-        converted.append(entry)
-    return json_text(converted)
 
 
 def _failed(rec: Record) -> bool:
@@ -409,51 +287,6 @@ def genai_attributes(rec: Record, *, legacy: bool = False, tool_content: bool = 
     return out
 
 
-def _oi_messages(prefix: str, messages: list[Any], out: Attributes) -> None:
-    for i, message in enumerate(messages):
-        base = f"{prefix}.{i}.message"
-        if not isinstance(message, dict):
-            out[f"{base}.content"] = str(message)
-            continue
-        if message.get("role"):
-            out[f"{base}.role"] = message["role"]
-        content = message.get("content")
-        if isinstance(content, str):
-            out[f"{base}.content"] = content
-        elif isinstance(content, list):
-            for j, part in enumerate(content):
-                where = f"{base}.contents.{j}.message_content"
-                if isinstance(part, dict) and part.get("type") == "text":
-                    out[f"{where}.type"] = "text"
-                    out[f"{where}.text"] = part.get("text", "")
-                elif isinstance(part, dict) and part.get("type") == "image_url":
-                    url = part.get("image_url")
-                    out[f"{where}.type"] = "image"
-                    out[f"{where}.image.image.url"] = url.get("url", "") if isinstance(url, dict) else str(url)
-                else:
-                    out[f"{where}.type"] = "text"
-                    out[f"{where}.text"] = json_text(part)
-        elif content is not None:
-            out[f"{base}.content"] = json_text(content)
-        if message.get("name"):
-            out[f"{base}.name"] = message["name"]
-        if message.get("tool_call_id"):
-            out[f"{base}.tool_call_id"] = message["tool_call_id"]
-        for k, call in enumerate(message.get("tool_calls") or []):
-            if not isinstance(call, dict):
-                continue
-            where = f"{base}.tool_calls.{k}.tool_call"
-            function = call.get("function") or {}
-            if call.get("id"):
-                out[f"{where}.id"] = call["id"]
-            if function.get("name"):
-                out[f"{where}.function.name"] = function["name"]
-            arguments = function.get("arguments")
-            if arguments is not None:
-                out[f"{where}.function.arguments"] = (
-                    arguments if isinstance(arguments, str) else json_text(arguments))
-
-
 def openinference_attributes(rec: Record) -> Attributes:
     """The OpenInference attributes of a record (what Phoenix reads)."""
     kind = rec.get("kind", "span")
@@ -478,8 +311,8 @@ def openinference_attributes(rec: Record) -> Attributes:
             out[LLM_PROVIDER] = llm["provider"]
         if llm.get("params"):
             out[INVOCATION_PARAMETERS] = json_text(llm["params"])
-        _oi_messages(OI_INPUT_MESSAGES, llm.get("input_messages") or [], out)
-        _oi_messages(OI_OUTPUT_MESSAGES, llm.get("output_messages") or [], out)
+        oi_message_attributes(OI_INPUT_MESSAGES, llm.get("input_messages") or [], out)
+        oi_message_attributes(OI_OUTPUT_MESSAGES, llm.get("output_messages") or [], out)
         for key, value in (llm.get("usage") or {}).items():
             if key in OI_TOKENS and value is not None:
                 out[OI_TOKENS[key]] = value
