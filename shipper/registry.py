@@ -13,6 +13,7 @@ REGISTRY: dict[str, dict[str, str]] = {
         "spool": "shipper.receivers.spool:SpoolReceiver",
         "otlp_http": "shipper.receivers.otlp_http:OTLPHTTPReceiver",
         "otlp_grpc": "shipper.receivers.otlp_grpc:OTLPGRPCReceiver",  # extra: shipper[grpc]
+        "kafka": "shipper.receivers.kafka:KafkaReceiver",  # extra: shipper[kafka]
     },
     "processors": {
         "sample": "shipper.processors.sample:sample_processor",
@@ -27,6 +28,7 @@ REGISTRY: dict[str, dict[str, str]] = {
         "phoenix": "shipper.exporters.phoenix:PhoenixExporter",
         "langfuse": "shipper.exporters.langfuse:LangfuseExporter",
         "braintrust": "shipper.exporters.braintrust:BraintrustExporter",
+        "kafka": "shipper.exporters.kafka:KafkaExporter",  # extra: shipper[kafka]
     },
 }
 

