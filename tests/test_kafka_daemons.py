@@ -1,0 +1,289 @@
+"""Edge daemons -> a real Kafka-protocol broker (Tansu) -> gateway daemons, all real subprocesses.
+
+Each test uses topics and consumer groups of its own on the session's shared broker (the outage test
+runs its own broker, since it stops it).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from support import Daemon, wait_for
+
+from shipper.testing import OTLPServer, make_span, read_ndjson, send_seqpacket
+
+pytest.importorskip("aiokafka", reason="the kafka extra (aiokafka) is not installed: pip install -e '.[kafka]'")
+
+from aiokafka import AIOKafkaProducer
+
+FAST_RETRY = {"initial_interval": "100ms", "max_interval": "1s"}
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def edge(factory: Any, broker: Any, topic: str, processors: list[dict[str, Any]] | None = None,
+         **exporter: Any) -> Daemon:
+    """An edge daemon: the unix socket in, the kafka exporter out."""
+    daemon = factory()
+    daemon.set_config(
+        receivers={"socket": {"type": "unix_socket", "path": daemon.socket}},
+        processors=processors or [],
+        exporters={"bus": {"type": "kafka", "brokers": [broker.address], "topic": topic, "timeout": "2s",
+                           "retry": FAST_RETRY, "batch": {"max_delay": "20ms"}, **exporter}},
+        batch={"max_delay": "20ms"}, control_socket=daemon.control)
+    return daemon
+
+
+def gateway(factory: Any, broker: Any, topic: str, group: str, sink: OTLPServer | None = None,
+            processors: list[dict[str, Any]] | None = None) -> Daemon:
+    """A gateway daemon: the kafka receiver in, a file exporter (and an OTLP/HTTP sink) out."""
+    daemon = factory()
+    exporters: dict[str, Any] = {"file": {"type": "file", "batch": {"max_delay": "20ms"}}}
+    if sink is not None:
+        exporters["otlp"] = {"type": "otlp_http", "endpoint": sink.url, "retry": FAST_RETRY,
+                             "batch": {"max_delay": "20ms"}}
+    daemon.set_config(
+        receivers={"bus": {"type": "kafka", "brokers": [broker.address], "topics": [topic], "group": group,
+                           "session_timeout": "6s", "heartbeat_interval": "1s", "commit_interval": "100ms"}},
+        processors=processors or [], exporters=exporters, batch={"max_delay": "20ms"}, control_socket=daemon.control)
+    return daemon
+
+
+def bus(daemon: Daemon) -> dict[str, Any]:
+    return daemon.status()["receivers"]["bus"]
+
+
+def span_ids(records: list[dict[str, Any]]) -> set[str]:
+    return {r["span_id"] for r in records}
+
+
+def send(daemon: Daemon, records: list[dict[str, Any]], per_packet: int = 20) -> None:
+    lines = [orjson.dumps(r) for r in records]
+    send_seqpacket(daemon.socket, [b"\n".join(lines[i:i + per_packet]) + b"\n"
+                                   for i in range(0, len(lines), per_packet)])
+
+
+def spans(n_traces: int, per_trace: int, start: int | None = None, **fields: Any) -> list[dict[str, Any]]:
+    base = start if start is not None else uuid.uuid4().int >> 72
+    return [make_span(trace=base + t, span=(base + t) * 16 + s + 1, **fields)
+            for t in range(n_traces) for s in range(per_trace)]
+
+
+def wait_assigned(gateways: list[Daemon], partitions: int = 4, timeout: float = 40.0) -> None:
+    """Until every gateway holds some partitions and together they hold all of them."""
+    def done() -> bool:
+        counts = [bus(g)["assigned"] for g in gateways]
+        return all(counts) and sum(counts) == partitions
+    wait_for(done, timeout, 0.2, "the consumer group to settle")
+
+
+def test_edge_to_two_gateways_to_file_and_otlp_sink_every_record_once_at_least(
+        daemon_factory: Any, kafka_broker: Any) -> None:
+    topic, group = unique("spans"), unique("gw")
+    with OTLPServer() as sink:
+        gateways = [gateway(daemon_factory, kafka_broker, topic, group, sink).start() for _ in range(2)]
+        wait_assigned(gateways)
+        the_edge = edge(daemon_factory, kafka_broker, topic).start()
+        sent = spans(100, 3)
+        send(the_edge, sent)
+        want = span_ids(sent)
+        wait_for(lambda: want <= span_ids(gateways[0].records() + gateways[1].records()), 30, 0.1,
+                 "every span in the gateways' files")
+        wait_for(lambda: want <= {s["span_id"] for s in sink.spans()}, 30, 0.1, "every span at the OTLP sink")
+        assert all(g.records() for g in gateways)  # both gateways took a share
+        # the gateways' copies agree with what was sent (record_v1 fields through OTLP and back)
+        by_id = {r["span_id"]: r for g in gateways for r in g.records()}
+        assert all(by_id[s["span_id"]]["trace_id"] == s["trace_id"] for s in sent)
+        edge_status = the_edge.status()["exporters"]["bus"]
+        assert edge_status["broker"] == "up" and edge_status["partitions"] == 4
+        for g in gateways:
+            wait_for(lambda g=g: bus(g)["lag"] == 0, 10, 0.1, "the committed offsets to reach the end")
+            for figures in bus(g)["partitions"].values():
+                assert figures["committed"] == figures["high_watermark"]
+
+
+def test_kill9_of_one_gateway_mid_stream_the_other_takes_its_partitions_nothing_lost(
+        daemon_factory: Any, kafka_broker: Any) -> None:
+    topic, group = unique("spans"), unique("gw")
+    victim, survivor = (gateway(daemon_factory, kafka_broker, topic, group).start() for _ in range(2))
+    wait_assigned([victim, survivor])
+    the_edge = edge(daemon_factory, kafka_broker, topic).start()
+    sent = spans(200, 3)
+    stream = threading.Thread(target=lambda: [(send(the_edge, sent[i:i + 30]), time.sleep(0.05))
+                                              for i in range(0, len(sent), 30)])
+    stream.start()
+    wait_for(victim.records, 20, 0.05, "the victim to write some records")
+    victim.kill()  # SIGKILL, mid-stream
+    stream.join()
+    wait_for(lambda: bus(survivor)["assigned"] == 4, 40, 0.2, "the survivor to take every partition")
+    want = span_ids(sent)
+    wait_for(lambda: want <= span_ids(survivor.records() + read_ndjson(victim.output)), 40, 0.2,
+             "every span delivered by the survivor or before the kill")
+    assert not survivor.status()["exporters"]["file"].get("dropped")
+
+
+def produce(address: str, topic: str, values: list[bytes], partition: int | None = None) -> None:
+    import anyio
+
+    async def go() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=address)
+        await producer.start()
+        try:
+            for value in values:
+                await producer.send_and_wait(topic, value, key=b"k", partition=partition)
+        finally:
+            await producer.stop()
+
+    anyio.run(go)
+
+
+@pytest.fixture(scope="module")
+def lone_gateway(kafka_broker: Any) -> Any:
+    topic, group = unique("collector"), unique("gw")
+    daemon = Daemon()
+    gateway(lambda: daemon, kafka_broker, topic, group).start()
+    wait_assigned([daemon])
+    yield daemon, topic
+    daemon.cleanup()
+
+
+def test_a_message_written_as_the_collector_writes_it_is_consumed_right(lone_gateway: Any, kafka_broker: Any) -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+    daemon, topic = lone_gateway
+    trace_id, span_id = uuid.uuid4().bytes, uuid.uuid4().bytes[:8]
+    request = ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    rs.resource.attributes.append(KeyValue(key="service.name", value=AnyValue(string_value="checkout")))
+    ss = rs.scope_spans.add()
+    ss.scope.name = "opentelemetry.instrumentation.openai"
+    span = ss.spans.add(trace_id=trace_id, span_id=span_id, name="chat gpt-4o", kind=Span.SPAN_KIND_CLIENT,
+                        start_time_unix_nano=1_763_683_200_000_000_000, end_time_unix_nano=1_763_683_201_000_000_000)
+    for key, value in (("gen_ai.request.model", AnyValue(string_value="gpt-4o")),
+                       ("gen_ai.usage.input_tokens", AnyValue(int_value=12)),
+                       ("gen_ai.usage.output_tokens", AnyValue(int_value=34)),
+                       ("user.tier", AnyValue(string_value="gold"))):
+        span.attributes.append(KeyValue(key=key, value=value))
+    span.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR, message="rate limited"))
+    # The Collector's kafka exporter (otlp_proto, partition_traces_by_id): the request's bytes, hex key.
+    produce(kafka_broker.address, topic, [request.SerializeToString()])
+    (record,) = wait_for(lambda: [r for r in daemon.records() if r["span_id"] == span_id.hex()], 20, 0.1,
+                         "the Collector-written span")
+    assert record["trace_id"] == trace_id.hex() and record["name"] == "chat gpt-4o"
+    assert record["service"] == "checkout" and record["otel_kind"] == "client"
+    assert record["status"] == "error"
+    assert record["llm"]["model"] == "gpt-4o"
+    assert record["llm"]["usage"]["input_tokens"] == 12 and record["llm"]["usage"]["output_tokens"] == 34
+    assert record["attributes"]["user.tier"] == "gold"
+
+
+def test_a_malformed_message_is_set_aside_without_stalling_its_partition(lone_gateway: Any,
+                                                                         kafka_broker: Any) -> None:
+    daemon, topic = lone_gateway
+    good = spans(1, 2)
+    produce(kafka_broker.address, topic, [b"\x0a\xff\xff\xff\xffnot protobuf", orjson.dumps(good[0]),
+                                          b"", orjson.dumps(good[1])], partition=2)
+    wait_for(lambda: span_ids(good) <= span_ids(daemon.records()), 20, 0.1, "the good records after the bad")
+    status = daemon.status()
+    malformed = status["pipeline"].get("malformed", {})
+    assert malformed.get("undecodable_otlp_proto", 0) >= 1 and malformed.get("empty_message", 0) >= 1
+    rejected = read_ndjson(Path(daemon.state) / "rejected" / "rejected.ndjson")
+    assert any(r.get("reason") == "undecodable_otlp_proto" and "/2@" in r.get("detail", "") for r in rejected)
+    wait_for(lambda: bus(daemon)["partitions"][f"{topic}/2"]["lag"] == 0, 10, 0.1, "partition 2 committed to its end")
+
+
+def test_tail_sampler_on_the_gateway_keeps_or_drops_whole_traces_from_three_edges(
+        daemon_factory: Any, kafka_broker: Any) -> None:
+    topic, group = unique("tail"), unique("gw")
+    tail = [{"type": "sample", "rate": 0.0, "tail": {"decision_wait": "20s", "keep_errors": True}}]
+    the_gateway = gateway(daemon_factory, kafka_broker, topic, group, processors=tail).start()
+    wait_assigned([the_gateway])
+    edges = [edge(daemon_factory, kafka_broker, topic).start() for _ in range(3)]
+    base = uuid.uuid4().int >> 72
+    traces = {f"{base + t:032x}": t % 2 == 0 for t in range(20)}  # trace id -> has an error span
+    roots, children = [], {1: [], 2: []}
+    for t, (trace_id, failed) in enumerate(traces.items()):
+        root_id = f"{(base + t) * 4 + 1:016x}"
+        roots.append({**make_span(), "trace_id": trace_id, "span_id": root_id, "name": "request"})
+        for e in (1, 2):
+            child = {**make_span(), "trace_id": trace_id, "span_id": f"{(base + t) * 4 + 1 + e:016x}",
+                     "parent_id": root_id, "name": f"step on edge {e}"}
+            if failed and e == 2:
+                child["status"] = "error"
+                child["error"] = {"type": "Timeout", "message": "tool timed out"}
+            children[e].append(child)
+    send(edges[1], children[1])
+    send(edges[2], children[2])
+    wait_for(lambda: the_gateway.status()["pipeline"].get("received", 0) >= 40, 20, 0.1,
+             "the children to reach the gateway")
+    send(edges[0], roots)  # roots last: each trace is decided when its root arrives, whole
+    kept = {t for t, failed in traces.items() if failed}
+    wait_for(lambda: len(the_gateway.records()) >= 3 * len(kept), 30, 0.1, "the kept traces")
+    time.sleep(0.5)
+    got: dict[str, int] = {}
+    for r in the_gateway.records():
+        got[r["trace_id"]] = got.get(r["trace_id"], 0) + 1
+    assert set(got) == kept and all(n == 3 for n in got.values())
+
+
+def test_head_sampling_on_the_edges_agrees_across_edges(daemon_factory: Any, kafka_broker: Any) -> None:
+    from shipper.processors.sample import trace_fraction
+
+    topic, group = unique("head"), unique("gw")
+    the_gateway = gateway(daemon_factory, kafka_broker, topic, group).start()
+    wait_assigned([the_gateway])
+    head = [{"type": "sample", "rate": 0.5, "seed": 11}]
+    edges = [edge(daemon_factory, kafka_broker, topic, processors=head).start() for _ in range(3)]
+    base = uuid.uuid4().int >> 72
+    trace_ids = [f"{base + t:032x}" for t in range(60)]
+    for e, daemon in enumerate(edges):
+        send(daemon, [{**make_span(), "trace_id": tid, "span_id": f"{(base + t) * 4 + e + 1:016x}"}
+                      for t, tid in enumerate(trace_ids)])
+    kept = {tid for tid in trace_ids if trace_fraction(tid, 11) < 0.5}
+    assert 0 < len(kept) < len(trace_ids)
+    wait_for(lambda: len(the_gateway.records()) >= 3 * len(kept), 30, 0.1, "the head-sampled traces")
+    wait_for(lambda: all(d.status()["pipeline"].get("processed", 0) >= len(kept) for d in edges), 10, 0.1,
+             "the edges to finish")
+    time.sleep(0.5)
+    got: dict[str, int] = {}
+    for r in the_gateway.records():
+        got[r["trace_id"]] = got.get(r["trace_id"], 0) + 1
+    assert set(got) == kept and all(n == 3 for n in got.values())
+
+
+@pytest.mark.slow
+def test_broker_stopped_30s_the_edge_queue_absorbs_nothing_lost(daemon_factory: Any) -> None:
+    from kafka_broker import Broker
+
+    broker = Broker().start()
+    try:
+        topic, group = unique("outage"), unique("gw")
+        the_gateway = gateway(daemon_factory, broker, topic, group).start()
+        wait_assigned([the_gateway])
+        the_edge = edge(daemon_factory, broker, topic).start()
+        before = spans(50, 2)
+        send(the_edge, before)
+        wait_for(lambda: span_ids(before) <= span_ids(the_gateway.records()), 20, 0.1, "the spans before")
+        broker.stop()  # down: Tansu keeps its log in memory, so it comes back empty, as a fresh cluster
+        during = spans(100, 2)
+        send(the_edge, during)
+        time.sleep(30)
+        bus_out = the_edge.status()["exporters"]["bus"]
+        assert bus_out["broker"] == "down" and bus_out["queue_items"] > 0 and bus_out["retried"] > 0
+        assert bus_out.get("dropped", {}) == {}
+        broker.start()
+        want = span_ids(before) | span_ids(during)
+        wait_for(lambda: want <= span_ids(the_gateway.records()), 60, 0.2, "every span once the broker is back")
+        assert the_edge.status()["exporters"]["bus"]["broker"] == "up"
+    finally:
+        broker.cleanup()
