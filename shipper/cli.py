@@ -159,6 +159,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             for key in ("malformed", "dropped"):
                 if figures.get(key):
                     print(f"      {key}: " + ", ".join(f"{r} {n}" for r, n in sorted(figures[key].items())))
+            for partition, each in (figures.get("partitions") or {}).items():  # a kafka receiver's
+                print(f"      {partition}: " + ", ".join(f"{k} {v}" for k, v in each.items()))
     if status.get("processors"):
         print("  processors:")
         for name, figures in status["processors"].items():

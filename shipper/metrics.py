@@ -127,11 +127,28 @@ class PipelineCollector:
                                                            labels=labels)
                     gauges[metric].add_metric([section, name], value)
         yield from gauges.values()
+        yield from _partition_gauges(status)
         yield GaugeMetricFamily("shipper_uptime_seconds", "Seconds since the daemon started.",
                                 value=float(status.get("uptime_s", 0)))
         info = GaugeMetricFamily("shipper_info", "The running shipper.", labels=["version", "config"])
         info.add_metric([VERSION, str(status.get("config", ""))], 1)
         yield info
+
+
+def _partition_gauges(status: dict[str, Any]) -> Iterator[Metric]:
+    """Per partition figures of the receivers that have partitions (kafka): lag, committed offset."""
+    labels = ["component", "topic", "partition"]
+    families = {key: GaugeMetricFamily(f"shipper_partition_{key}", help_text, labels=labels) for key, help_text in (
+        ("lag", "Messages between a partition's committed offset and its high watermark."),
+        ("committed_offset", "The consumer group's committed offset of a partition."),
+        ("high_watermark", "The offset after a partition's last message, as last fetched."))}
+    for name, figures in status.get("receivers", {}).items():
+        for where, each in (figures.get("partitions") or {}).items():
+            topic, _, partition = where.rpartition("/")
+            for key, source in (("lag", "lag"), ("committed_offset", "committed"), ("high_watermark", "high_watermark")):
+                if isinstance(each.get(source), int):
+                    families[key].add_metric([name, topic, partition], each[source])
+    yield from families.values()
 
 
 def _timed(name: str, export: Callable[..., Any]) -> Callable[..., Any]:

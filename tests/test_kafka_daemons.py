@@ -148,8 +148,11 @@ def produce(address: str, topic: str, values: list[bytes], partition: int | None
 @pytest.fixture(scope="module")
 def lone_gateway(kafka_broker: Any) -> Any:
     topic, group = unique("collector"), unique("gw")
+    from kafka_broker import free_port
+
     daemon = Daemon()
-    gateway(lambda: daemon, kafka_broker, topic, group).start()
+    gateway(lambda: daemon, kafka_broker, topic, group)
+    daemon.set_config(metrics={"endpoint": f"127.0.0.1:{free_port()}"}).start()
     wait_assigned([daemon])
     yield daemon, topic
     daemon.cleanup()
@@ -287,3 +290,26 @@ def test_broker_stopped_30s_the_edge_queue_absorbs_nothing_lost(daemon_factory: 
         assert the_edge.status()["exporters"]["bus"]["broker"] == "up"
     finally:
         broker.cleanup()
+
+
+def test_status_and_metrics_show_partitions_and_broker_state(lone_gateway: Any, kafka_broker: Any,
+                                                            daemon_factory: Any) -> None:
+    import subprocess
+    import sys
+    import urllib.request
+
+    daemon, topic = lone_gateway
+    produce(kafka_broker.address, topic, [orjson.dumps(r) for r in spans(2, 1)], partition=1)
+    wait_for(lambda: bus(daemon)["partitions"][f"{topic}/1"]["committed"], 20, 0.1, "a commit on partition 1")
+    text = subprocess.run([sys.executable, "-m", "shipper", "status", "--control", daemon.control],
+                          capture_output=True, text=True, timeout=30).stdout
+    assert f"{topic}/1: committed " in text and "lag " in text
+    metrics = urllib.request.urlopen(f"http://{daemon.config['metrics']['endpoint']}/metrics", timeout=10).read().decode()
+    assert f'shipper_partition_lag{{component="bus",partition="1",topic="{topic}"}}' in metrics
+    assert f'shipper_partition_committed_offset{{component="bus",partition="1",topic="{topic}"}}' in metrics
+    the_edge = edge(daemon_factory, kafka_broker, unique("state")).start()
+    send(the_edge, spans(1, 1))
+    wait_for(lambda: the_edge.status()["exporters"]["bus"]["broker"] == "up", 20, 0.1, "the edge to reach the broker")
+    text = subprocess.run([sys.executable, "-m", "shipper", "status", "--control", the_edge.control],
+                          capture_output=True, text=True, timeout=30).stdout
+    assert "broker up" in text and "broker_up 1" in text

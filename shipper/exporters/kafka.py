@@ -112,7 +112,7 @@ class KafkaExporter:
             except Exception:  # a live figure must never break status
                 known = 0
         out: dict[str, Any] = {
-            "broker": self._state, "broker_state_for_s": round(time.time() - self._since, 1),
+            "broker": self._state, "broker_up": int(self._state == "up"), "broker_state_for_s": round(time.time() - self._since, 1),
             "brokers": self.config.describe(), "topic": self.config.topic, "partitions": self._partitions,
             "brokers_known": known, "encoding": self.config.encoding,
         }
