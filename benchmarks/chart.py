@@ -152,6 +152,17 @@ def render(results: list[dict[str, Any]]) -> str:
               for name in ("socket_file", "socket_otlp", "spool_otlp", "socket_otlp_x3")}
     panel, y = _history_panel("History: daemon spans per CPU-second", runs, series, y, False, {"50k target": 50_000})
     parts += panel
+
+    def bus(r: dict[str, Any], encoding: str, side: str) -> float | None:
+        s = (r.get("kafka") or {}).get("scenarios", {}).get(encoding) or {}
+        return s.get(f"{side}_spans_per_cpu_s")
+
+    if any(r.get("kafka") for r in runs):
+        series = {f"{side}, {encoding}": [bus(r, encoding, side) for r in runs]
+                  for encoding in ("otlp_proto", "record_v1") for side in ("edge", "gateway")}
+        panel, y = _history_panel("History: edge -> Kafka -> gateway, spans per CPU-second of each side", runs,
+                                  series, y, False, {})
+        parts += panel
     head = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{y:.0f}" viewBox="0 0 {WIDTH} {y:.0f}" '
             f'font-family="Helvetica, Arial, sans-serif">')
     return "\n".join([head, f'<rect width="{WIDTH}" height="{y:.0f}" fill="white"/>', *parts, "</svg>"]) + "\n"

@@ -72,6 +72,17 @@ def render(result: dict[str, Any]) -> str:
             if lat:
                 out.append(f"Emit-to-backend latency, socket -> OTLP, {how}, {lat['spans']} spans at "
                            f"{lat['rate_per_s']:.0f}/s: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms")
+    bus = result.get("kafka")
+    if bus:
+        out.append(f"\nEdge -> Kafka -> gateway ({bus['n']} spans per encoding; {bus['settings']})")
+        rows = [[name, s["spans_per_s"], s["edge_spans_per_cpu_s"], s["gateway_spans_per_cpu_s"],
+                 s["broker_spans_per_cpu_s"], s["kafka_messages"]] for name, s in bus["scenarios"].items()]
+        out.append(_table(["encoding", "spans/s", "edge spans/CPU-s", "gateway spans/CPU-s", "broker spans/CPU-s",
+                           "messages"], rows))
+        lat = bus.get("latency")
+        if lat:
+            out.append(f"Emit-to-backend latency across the bus, batch delays 20ms, {lat['spans']} spans at "
+                       f"{lat['rate_per_s']:.0f}/s: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms")
     outage = result.get("outage")
     if outage:
         out.append(f"\nBackend outage: {outage['outage_s']} s at {outage['rate_per_s']:.0f} spans/s, "

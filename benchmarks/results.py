@@ -2,7 +2,7 @@
 
 A result is one JSON file, `<results dir>/<UTC timestamp>-<short commit>.json`, holding `schema` (1),
 `mode` (full or quick), `started_at`, `duration_s`, `commit`, `machine`, `versions`, `settings`, and one
-key per part measured (`span_cost`, `exit`, `daemon`, `outage`) plus `targets`. Files are never
+key per part measured (`span_cost`, `exit`, `daemon`, `outage`, `kafka`) plus `targets`. Files are never
 rewritten; names sort in time order.
 """
 
@@ -76,6 +76,15 @@ def figures(result: dict[str, Any]) -> dict[str, Figure]:
             for key in ("p50_ms", "p99_ms"):
                 if (daemon.get(part) or {}).get(key):
                     out[f"daemon.{part}.{key}"] = (daemon[part][key], "lower", None)
+    bus = result.get("kafka")
+    if bus:
+        for name, s in bus["scenarios"].items():
+            for side in ("edge", "gateway"):
+                if s.get(f"{side}_spans_per_cpu_s"):
+                    out[f"kafka.{name}.{side}_spans_per_cpu_s"] = (s[f"{side}_spans_per_cpu_s"], "higher", None)
+        for key in ("p50_ms", "p99_ms"):
+            if (bus.get("latency") or {}).get(key):
+                out[f"kafka.latency.{key}"] = (bus["latency"][key], "lower", None)
     outage = result.get("outage")
     if outage:
         out["outage.rss_max_mb"] = (outage["rss_max_mb"], "lower", None)

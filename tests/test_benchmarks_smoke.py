@@ -56,6 +56,9 @@ def test_quick_run_writes_a_result_with_every_part(quick_run: tuple[Path, subpro
         assert {"spans_per_s", "cpu_s_per_100k", "spans_per_cpu_s"} <= figures.keys()
     assert {"p50_ms", "p99_ms"} <= result["daemon"]["latency"].keys()
     assert {"rss_start_mb", "rss_max_mb", "backlog_mb", "drain_s", "lost"} <= result["outage"].keys()
+    for figures in result["kafka"]["scenarios"].values():
+        assert {"spans_per_s", "edge_spans_per_cpu_s", "gateway_spans_per_cpu_s"} <= figures.keys()
+    assert {"p50_ms", "p99_ms"} <= result["kafka"]["latency"].keys()
     assert result["targets"]
     assert "Per-span cost in the app" in done.stdout and "Targets" in done.stdout
     ElementTree.parse(out / "chart.svg")  # well-formed SVG

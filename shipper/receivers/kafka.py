@@ -31,7 +31,6 @@ offset, the high watermark and the lag between them, for `shipper status` and /m
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -64,6 +63,7 @@ class Config(KafkaConnection):
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     max_poll_records: int = field(default=500, metadata={"min": 1})
     max_partition_fetch_bytes: ByteSize = field(default=1024 * 1024, metadata={"min": 1024})
+    fetch_max_wait: Duration = field(default=0.5, metadata={"min": 0.0})
     session_timeout: Duration = field(default=10.0, metadata={"min": 1.0})
     heartbeat_interval: Duration = field(default=3.0, metadata={"min": 0.1})
     max_poll_interval: Duration = field(default=300.0, metadata={"min": 1.0})
@@ -184,6 +184,7 @@ class KafkaReceiver:
             auto_offset_reset=c.auto_offset_reset,
             max_poll_records=c.max_poll_records,
             max_partition_fetch_bytes=c.max_partition_fetch_bytes,
+            fetch_max_wait_ms=int(c.fetch_max_wait * 1000),
             session_timeout_ms=int(c.session_timeout * 1000),
             heartbeat_interval_ms=int(c.heartbeat_interval * 1000),
             max_poll_interval_ms=int(c.max_poll_interval * 1000),
