@@ -281,8 +281,9 @@ def test_config_example_kafka_blocks_are_valid_and_document_every_key() -> None:
 
 
 def test_broker_state_in_status_when_unreachable(tmp_path: Path) -> None:
-    from shipper.errors import RetryableExportError
     from kafka_broker import free_port
+
+    from shipper.errors import RetryableExportError
 
     exporter, _ = build("exporters", "kafka", {"brokers": [f"127.0.0.1:{free_port()}"], "timeout": "1s"}, tmp_path)
 
