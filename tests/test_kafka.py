@@ -204,6 +204,43 @@ def test_receiver_commits_only_what_the_pipeline_marked_durable(kafka_broker: An
     assert counters.counts["received"] == 8 and counters.counts["commits"] >= 1
 
 
+def test_receiver_pauses_its_partitions_while_intake_is_full(kafka_broker: Any, tmp_path: Path) -> None:
+    """A deliver() that does not return (the pipeline's intake full): partitions paused, then resumed."""
+    topic, group = f"pause-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    receiver, counters = build("receivers", "kafka", {"brokers": [kafka_broker.address], "topics": [topic],
+                                                      "group": group, "pause_after": "50ms"}, tmp_path)
+
+    async def go() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.address)
+        await producer.start()
+        for rec in traces(20, 1):
+            await producer.send_and_wait(topic, orjson.dumps(rec), key=rec["trace_id"].encode())
+        await producer.stop()
+        full = anyio.Event()
+        got: list[Intake] = []
+
+        async def deliver(intake: Intake) -> None:
+            await full.wait()
+            got.append(intake)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(receiver.run, deliver)
+            with anyio.fail_after(20):
+                while not receiver.statistics()["paused"]:
+                    await anyio.sleep(0.02)
+            assert receiver._consumer.paused() == receiver._consumer.assignment()
+            full.set()
+            with anyio.fail_after(20):
+                while sum(len(i.records) for i in got) < 20:
+                    await anyio.sleep(0.05)
+            assert not receiver.statistics()["paused"] and not receiver._consumer.paused()
+            tg.cancel_scope.cancel()
+        await receiver.aclose()
+
+    anyio.run(go)
+    assert counters.counts["paused"] >= 1
+
+
 def run_check(config: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "shipper", "check", "-c", str(config)], capture_output=True,
                           text=True, env={**os.environ, **(env or {})}, timeout=60)
