@@ -192,19 +192,16 @@ class KafkaExporter:
         if self.config.encoding == "otlp_proto":
             batch = fill_trace_wide(batch)
         groups: dict[tuple[int, str | None], list[Record]] = {}
-        keys: dict[tuple[int, str | None], bytes] = {}
         for rec in sorted(batch, key=lambda r: r["trace_id"]):  # a trace's spans side by side
-            key = rec["trace_id"].encode()
-            where = (partition_of(key, partitions), rec.get("project") or None)
+            where = (partition_of(rec["trace_id"].encode(), partitions), rec.get("project") or None)
             groups.setdefault(where, []).append(rec)
-            keys.setdefault(where, key)
         out: list[tuple[int, bytes, bytes]] = []
         oversize: list[Record] = []
         for where, records in groups.items():
             parts: list[tuple[list[Record], bytes]] = []
             self._fit(records, where[1], parts, oversize)
             for part, value in parts:
-                out.append((where[0], part[0]["trace_id"].encode() if part else keys[where], value))
+                out.append((where[0], part[0]["trace_id"].encode(), value))
         return out, oversize
 
     # -- sending ------------------------------------------------------------------------------------

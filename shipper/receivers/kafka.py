@@ -218,11 +218,19 @@ class KafkaReceiver:
         """Poll, deliver one intake per partition, commit durable offsets on a timer; until cancelled."""
         if self._consumer is None:
             self._consumer = await self._start()
+        from aiokafka.errors import KafkaError
+
         consumer = self._consumer
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._commit_loop)
             while True:
-                polled = await consumer.getmany(timeout_ms=500, max_records=self.config.max_poll_records)
+                try:
+                    polled = await consumer.getmany(timeout_ms=500, max_records=self.config.max_poll_records)
+                except KafkaError as exc:  # the client reconnects on its own; never take the daemon down
+                    log.warning("Receiver %s: polling failed (%s: %s); trying again.", self.ctx.name,
+                                type(exc).__name__, exc)
+                    await anyio.sleep(1.0)
+                    continue
                 for tp, messages in polled.items():
                     part = self._partitions.get(tp)
                     if part is None or not messages:
