@@ -151,6 +151,29 @@ def test_record_v1_is_lossless_through_the_broker_with_each_compression(kafka_br
     assert sorted(got, key=lambda r: r["span_id"]) == sorted(batch, key=lambda r: r["span_id"])
 
 
+def test_otlp_proto_attributes_follow_the_conventions_key(kafka_broker: Any, tmp_path: Path) -> None:
+    from shipper.testing import spans_of
+
+    got = {}
+    for conventions in (["openinference"], ["genai"]):
+        topic = f"conv-{uuid.uuid4().hex[:8]}"
+        exporter, counters = build("exporters", "kafka", {"brokers": [kafka_broker.address], "topic": topic,
+                                                          "conventions": conventions}, tmp_path)
+
+        async def go(exporter: Any, counters: Counters, topic: str) -> list[Any]:
+            try:
+                await exporter.export(traces(1, 1, kind="llm", llm={"model": "gpt-4o"}))
+                return await consume_all(kafka_broker.address, topic, counters.counts["kafka_messages"])
+            finally:
+                await exporter.aclose()
+
+        (message,) = anyio.run(go, exporter, counters, topic)
+        (span,), _ = spans_of(ExportTraceServiceRequest.FromString(message.value))
+        got[conventions[0]] = span["attributes"]
+    assert got["openinference"]["llm.model_name"] == "gpt-4o" and "gen_ai.request.model" not in got["openinference"]
+    assert got["genai"]["gen_ai.request.model"] == "gpt-4o" and "llm.model_name" not in got["genai"]
+
+
 def test_decode_message_tells_encodings_apart_and_sets_aside_garbage() -> None:
     from shipper.otlp.encode import Encoder, to_json
 

@@ -5,7 +5,8 @@
 Encodings (`encoding`):
 - `otlp_proto` (default): each message value is one OTLP `ExportTraceServiceRequest` in protobuf, the
   bytes the OpenTelemetry Collector's kafka exporter writes, so a Collector's kafka receiver reads them;
-  which attributes the spans carry is the `conventions` key of `otlp_http` (genai, openinference);
+  which attributes the spans carry is decided as for `otlp_http`, by the same `conventions` and
+  `tool_content` keys (the same mapping code);
 - `record_v1`: NDJSON of shipper records, lossless between shippers (`llm`, `input`, `output` as they
   are, no trip through attributes).
 
@@ -41,9 +42,10 @@ import orjson
 from shipper.component import Context
 from shipper.deadletter import DeadLetters
 from shipper.errors import PermanentExportError, RetryableExportError
+from shipper.exporters.otlp_http import mappers as otlp_mappers
 from shipper.kafka import KafkaConnection, client_settings, partition_of
 from shipper.otlp.encode import Encoder, fill_trace_wide
-from shipper.otlp.semconv import PROJECT_NAME, Attributes, genai_attributes, openinference_attributes
+from shipper.otlp.semconv import PROJECT_NAME, Attributes
 from shipper.record import Record
 from shipper.settings import ExporterCommon
 from shipper.values import ByteSize
@@ -53,7 +55,6 @@ __all__ = ["KafkaExporter"]
 log = logging.getLogger("shipper.exporters.kafka")
 
 _MEMO = 4096
-_MAPPERS = {"genai": genai_attributes, "openinference": openinference_attributes}
 
 
 @dataclass(kw_only=True)
@@ -62,7 +63,9 @@ class Config(ExporterCommon, KafkaConnection):
 
     topic: str = "otlp_spans"
     encoding: Literal["otlp_proto", "record_v1"] = "otlp_proto"
-    conventions: list[Literal["genai", "openinference"]] = field(default_factory=lambda: ["genai", "openinference"])
+    conventions: list[Literal["genai", "openinference", "gen_ai_legacy"]] = field(
+        default_factory=lambda: ["genai", "openinference"])
+    tool_content: bool = False
     acks: Literal["all", 1, 0] = "all"
     compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "gzip"
     max_message_bytes: ByteSize = field(default=1_000_000, metadata={"min": 1024})
@@ -92,8 +95,7 @@ class KafkaExporter:
         self.config = config
         self.ctx = ctx
         self.counters = ctx.counters
-        mappers = tuple(_MAPPERS[name] for name in dict.fromkeys(config.conventions))
-        self.encoder = Encoder(mappers, _project_resource)
+        self.encoder = Encoder(otlp_mappers(config), _project_resource)
         self.deadletters = DeadLetters(ctx.state_dir / "deadletter", ctx.name)
         self._producer: Any = None
         self._partitions: int = 0
