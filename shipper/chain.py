@@ -121,6 +121,11 @@ class Chain:
             out.extend(released)
         return out
 
+    def holding_since(self) -> float | None:
+        """The earliest `holding_since()` of the processors that hold spans back, None if none holds any."""
+        times = [t for t in (getattr(p, "holding_since", lambda: None)() for p in self.processors) if t is not None]
+        return min(times) if times else None
+
     def close(self) -> None:
         """Let processors release what they hold (e.g. background state) before being dropped."""
         for processor in self.processors:

@@ -5,7 +5,8 @@ Topology:
     receivers ──deliver()──▶ intake stream ──▶ batcher   (bounded in records and bytes by `intake`:
                                                           receivers stop reading while it is full)
         ──▶ shared processors ──▶ for each exporter: its sink (own processors, then its durable queue)
-        ──▶ receivers' commit(mark) once the batch is in every exporter's queue
+        ──▶ receivers' commit(mark) once the batch is in every exporter's queue (and no processor
+            still holds spans of it: tail sampling defers the commit, see `_commit_ready`)
     each exporter's queue ──▶ its delivery worker (batch, export, retry, dead-letter) ──▶ its backend
 
 A receiver that fails (raises out of `run`) is logged, counted (`receiver_error`) and restarted after a
@@ -33,6 +34,7 @@ import logging
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -83,6 +85,7 @@ class Pipeline:
         self.rejects = RejectLog(self.state_dir / "rejected")
         self._stop: anyio.Event | None = None
         self._stop_requested = False
+        self._deferred: deque[tuple[float, list[tuple[Any, Any]]]] = deque()  # (handled at, marks)
         self._drained: anyio.Event | None = None
         self._send: MemoryObjectSendStream[tuple[Receiver, Intake]] | None = None
         self.receivers: dict[str, Receiver] = {}
@@ -280,9 +283,28 @@ class Pipeline:
         for sink in self.sinks.values():
             await sink.put(list(processed) if len(self.sinks) > 1 else processed)
         self.counters.add("processed", len(processed))
-        for receiver, intake in batch:
-            if intake.mark is not None:
-                await receiver.commit(intake.mark)
+        marks = [(receiver, intake.mark) for receiver, intake in batch if intake.mark is not None]
+        if marks or self._deferred:
+            self._deferred.append((time.monotonic(), marks))
+        await self._commit_ready()
+
+    async def _commit_ready(self) -> None:
+        """Commit the receivers' marks of the batches no processor still holds spans of.
+
+        A tail sampler holds traces in memory; committing their input (spool or Kafka offsets) before they
+        are queued would lose them at a crash. A batch handled before the oldest held trace began holds
+        nothing there, so its marks go; later ones wait (at most the sampler's decision_wait). With no
+        processor holding anything, every mark is committed right after its batch is queued.
+        """
+        held = [t for t in (chain.holding_since() for chain in self._chains_now()) if t is not None]
+        oldest = min(held) if held else None
+        while self._deferred and (oldest is None or self._deferred[0][0] < oldest):
+            _, marks = self._deferred.popleft()
+            for receiver, mark in marks:
+                await receiver.commit(mark)
+
+    def _chains_now(self) -> list[Chain]:
+        return [self.chain, *(getattr(sink, "chain", None) or Chain([]) for sink in self.sinks.values())]
 
     def _reject(self, intake: Intake) -> None:
         for reject in intake.rejects:
@@ -298,6 +320,7 @@ class Pipeline:
             if released:
                 await sink.put(list(released))
             await sink.flush(force)
+        await self._commit_ready()
 
     # -- reload -------------------------------------------------------------------------------------
 

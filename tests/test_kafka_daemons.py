@@ -239,6 +239,33 @@ def test_tail_sampler_on_the_gateway_keeps_or_drops_whole_traces_from_three_edge
     assert set(got) == kept and all(n == 3 for n in got.values())
 
 
+def test_kill9_of_a_gateway_holding_traces_for_its_tail_sampler_loses_none(daemon_factory: Any,
+                                                                            kafka_broker: Any) -> None:
+    """Offsets of spans a tail sampler holds are not committed: after a kill -9 the next member reads them."""
+    topic, group = unique("held"), unique("gw")
+    tail = [{"type": "sample", "rate": 0.0, "tail": {"decision_wait": "5m", "keep_errors": True}}]
+    first = gateway(daemon_factory, kafka_broker, topic, group, processors=tail).start()
+    wait_assigned([first])
+    the_edge = edge(daemon_factory, kafka_broker, topic).start()
+    base = uuid.uuid4().int >> 72
+    children = [{**make_span(trace=base + t, span=(base + t) * 4 + 2, parent=(base + t) * 4 + 1),
+                 "status": "error", "error": {"type": "E", "message": "failed"}} for t in range(10)]
+    roots = [make_span(trace=base + t, span=(base + t) * 4 + 1) for t in range(10)]
+    send(the_edge, children)
+    wait_for(lambda: any(p.get("held_traces", 0) >= 10 for p in first.status()["processors"].values()), 20, 0.1,
+             "the gateway to hold the ten traces")
+    time.sleep(1.0)  # several commit intervals: nothing may be committed while held
+    held = bus(first)
+    assert held["lag"] > 0 and all(p["committed"] in (None, 0) for p in held["partitions"].values())
+    first.kill()
+    second = gateway(daemon_factory, kafka_broker, topic, group, processors=tail).start()
+    wait_assigned([second])
+    send(the_edge, roots)
+    wait_for(lambda: len(second.records()) >= 20, 60, 0.2, "the ten traces, whole, on the next member")
+    assert span_ids(second.records()) == span_ids(children) | span_ids(roots)
+    wait_for(lambda: bus(second)["lag"] == 0, 20, 0.1, "the offsets committed once the traces are queued")
+
+
 def test_head_sampling_on_the_edges_agrees_across_edges(daemon_factory: Any, kafka_broker: Any) -> None:
     from shipper.processors.sample import trace_fraction
 

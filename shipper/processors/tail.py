@@ -14,10 +14,12 @@ unseen. (Measured: a held trace costs its spans' JSON size plus about 350 bytes;
 bytes each, outside `max_bytes`), so spans arriving after their trace was decided follow it. Counters: `held_traces`/`held_bytes` (live), `decided_root`, `decided_wait`,
 `decided_early`, `kept_<reason>` per trace, and dropped spans under `sampled`.
 
-What a crash loses: the pipeline commits receiver input (spool offsets) once a batch has passed the
-processors, so spans held here live only in memory. A `kill -9` or power loss loses every held trace:
-at most `max_bytes`, the traces begun within the last `decision_wait`. A clean stop (SIGTERM) and a
-reload decide and release everything held first.
+What a crash loses: nothing that a receiver can re-deliver. Held spans live only in memory, so the
+pipeline defers committing receiver input (spool offsets, Kafka offsets) until no trace begun before
+that input is still held (`holding_since`); after a `kill -9` the spool or Kafka gives the held traces
+again (at least once; commits lag by up to `decision_wait`). Input that cannot be re-delivered (the
+socket, OTLP/HTTP) is lost if held at a crash: at most `max_bytes`, the traces begun within the last
+`decision_wait`. A clean stop (SIGTERM) and a reload decide and release everything held first.
 """
 
 from __future__ import annotations
@@ -109,6 +111,13 @@ class TailSampler:
     def statistics(self) -> dict[str, int]:
         """Live figures: traces and bytes held."""
         return {"held_traces": len(self.held), "held_bytes": self.held_bytes}
+
+    def holding_since(self) -> float | None:
+        """When (`clock`, monotonic) the oldest trace still held began, or None when nothing is held: input
+        handled before then holds nothing here, so the pipeline may commit it (see pipeline._handle)."""
+        for held in self.held.values():  # insertion order: the first is the oldest
+            return held.born
+        return None
 
     # -- intake -------------------------------------------------------------------------------------
 
