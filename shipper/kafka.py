@@ -32,7 +32,7 @@ EXTRA_HINT = "pip install 'shipper[kafka]'"
 def library_problem() -> str | None:
     """Why kafka components cannot run here (the client library is missing), or None."""
     try:
-        import aiokafka  # noqa: F401 - only whether it imports
+        import aiokafka  # type: ignore[import-untyped]  # noqa: F401 - only whether it imports
     except ImportError:
         return f"the kafka components need the aiokafka client, which is not installed: {EXTRA_HINT}"
     return None
@@ -131,6 +131,6 @@ def client_settings(conn: KafkaConnection, timeout: float) -> dict[str, Any]:
 
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition the Java client's default partitioner (and aiokafka's) picks for `key`."""
-    from aiokafka.partitioner import murmur2
+    from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 
     return (murmur2(key) & 0x7FFFFFFF) % partitions

@@ -34,7 +34,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import anyio
 import orjson
@@ -58,7 +58,7 @@ _MEMO = 4096
 
 
 @dataclass(kw_only=True)
-class Config(ExporterCommon, KafkaConnection):
+class KafkaExporterConfig(ExporterCommon, KafkaConnection):
     """Which topic, how messages are encoded, compressed, acknowledged and sized."""
 
     topic: str = "otlp_spans"
@@ -75,7 +75,7 @@ class Config(ExporterCommon, KafkaConnection):
         if not self.topic:
             problems.append("topic: expected a topic name")
         if self.compression in ("lz4", "zstd", "snappy") and not problems:
-            from aiokafka import codec
+            from aiokafka import codec  # type: ignore[import-untyped]
 
             if not getattr(codec, f"has_{self.compression}")():
                 problems.append(f"compression: {self.compression} needs cramjam: pip install 'shipper[kafka]'")
@@ -89,13 +89,13 @@ def _project_resource(project: str | None) -> Attributes:
 class KafkaExporter:
     """Produces batches to a topic, one message per partition group of traces."""
 
-    Config = Config
+    Config = KafkaExporterConfig
 
-    def __init__(self, config: Config, ctx: Context) -> None:
+    def __init__(self, config: KafkaExporterConfig, ctx: Context) -> None:
         self.config = config
         self.ctx = ctx
         self.counters = ctx.counters
-        self.encoder = Encoder(otlp_mappers(config), _project_resource)
+        self.encoder = Encoder(otlp_mappers(cast(Any, config)), _project_resource)  # same keys, same mapping
         self.deadletters = DeadLetters(ctx.state_dir / "deadletter", ctx.name)
         self._producer: Any = None
         self._partitions: int = 0
@@ -137,7 +137,7 @@ class KafkaExporter:
     async def _ensure_producer(self) -> Any:
         if self._producer is not None:
             return self._producer
-        from aiokafka import AIOKafkaProducer
+        from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 
         c = self.config
         producer = AIOKafkaProducer(
@@ -212,7 +212,7 @@ class KafkaExporter:
         """Send the batch; return once the broker acknowledged every message (see the module docstring)."""
         if not batch:
             return
-        from aiokafka.errors import (
+        from aiokafka.errors import (  # type: ignore[import-untyped]
             KafkaError,
             MessageSizeTooLargeError,
             RecordTooLargeError,

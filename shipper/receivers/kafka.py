@@ -54,7 +54,7 @@ Encoding = Literal["auto", "otlp_proto", "otlp_json", "record_v1"]
 
 
 @dataclass(kw_only=True)
-class Config(KafkaConnection):
+class KafkaReceiverConfig(KafkaConnection):
     """Which topics, which group, and how eagerly to read and commit."""
 
     topics: list[str] = field(default_factory=lambda: ["otlp_spans"])
@@ -132,9 +132,9 @@ class _Partition:
 class KafkaReceiver:
     """One member of a consumer group; see the module docstring."""
 
-    Config = Config
+    Config = KafkaReceiverConfig
 
-    def __init__(self, config: Config, ctx: Context) -> None:
+    def __init__(self, config: KafkaReceiverConfig, ctx: Context) -> None:
         self.config = config
         self.ctx = ctx
         self.counters = ctx.counters
@@ -174,7 +174,7 @@ class KafkaReceiver:
         """Nothing to bind: the group is joined in `run`, retrying while the brokers are unreachable."""
 
     def _new_consumer(self) -> Any:
-        from aiokafka import AIOKafkaConsumer
+        from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped]
 
         c = self.config
         return AIOKafkaConsumer(
@@ -191,7 +191,7 @@ class KafkaReceiver:
         )
 
     async def _start(self) -> Any:
-        from aiokafka.errors import KafkaError
+        from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
         delay = 0.5
         while True:
@@ -218,7 +218,7 @@ class KafkaReceiver:
         """Poll, deliver one intake per partition, commit durable offsets on a timer; until cancelled."""
         if self._consumer is None:
             self._consumer = await self._start()
-        from aiokafka.errors import KafkaError
+        from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
         consumer = self._consumer
         async with anyio.create_task_group() as tg:
@@ -286,7 +286,7 @@ class KafkaReceiver:
 
     async def _commit(self, tps: list[Any]) -> None:
         """Commit the durable offsets of `tps` that moved; failures are logged (the next try covers them)."""
-        from aiokafka.errors import KafkaError
+        from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
         consumer = self._consumer
         if consumer is None:
@@ -354,7 +354,7 @@ class KafkaReceiver:
 
 def _listener(receiver: KafkaReceiver) -> Any:
     """aiokafka's rebalance callbacks, forwarded to the receiver (the class needs aiokafka imported)."""
-    from aiokafka import ConsumerRebalanceListener
+    from aiokafka import ConsumerRebalanceListener  # type: ignore[import-untyped]
 
     class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         async def on_partitions_revoked(self, revoked: Any) -> None:
