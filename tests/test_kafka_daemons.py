@@ -304,14 +304,16 @@ def test_broker_stopped_30s_the_edge_queue_absorbs_nothing_lost(daemon_factory: 
         before = spans(50, 2)
         send(the_edge, before)
         wait_for(lambda: span_ids(before) <= span_ids(the_gateway.records()), 20, 0.1, "the spans before")
-        broker.stop()  # down: Tansu keeps its log in memory, so it comes back empty, as a fresh cluster
+        # Stopped with SIGSTOP: it answers nothing for 30 s and keeps its log, as a real broker's disk
+        # would (Tansu's storage is memory, so a killed one would come back as an empty new cluster).
+        broker.pause()
         during = spans(100, 2)
         send(the_edge, during)
         time.sleep(30)
         bus_out = the_edge.status()["exporters"]["bus"]
         assert bus_out["broker"] == "down" and bus_out["queue_items"] > 0 and bus_out["retried"] > 0
         assert bus_out.get("dropped", {}) == {}
-        broker.start()
+        broker.resume()
         want = span_ids(before) | span_ids(during)
         wait_for(lambda: want <= span_ids(the_gateway.records()), 60, 0.2, "every span once the broker is back")
         assert the_edge.status()["exporters"]["bus"]["broker"] == "up"
