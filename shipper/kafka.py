@@ -133,4 +133,4 @@ def partition_of(key: bytes, partitions: int) -> int:
     """The partition the Java client's default partitioner (and aiokafka's) picks for `key`."""
     from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions

@@ -137,7 +137,7 @@ class KafkaExporter:
     async def _ensure_producer(self) -> Any:
         if self._producer is not None:
             return self._producer
-        from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
+        from aiokafka import AIOKafkaProducer
 
         c = self.config
         producer = AIOKafkaProducer(

@@ -218,7 +218,7 @@ class KafkaReceiver:
         """Poll, deliver one intake per partition, commit durable offsets on a timer; until cancelled."""
         if self._consumer is None:
             self._consumer = await self._start()
-        from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+        from aiokafka.errors import KafkaError
 
         consumer = self._consumer
         async with anyio.create_task_group() as tg:
@@ -286,7 +286,7 @@ class KafkaReceiver:
 
     async def _commit(self, tps: list[Any]) -> None:
         """Commit the durable offsets of `tps` that moved; failures are logged (the next try covers them)."""
-        from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+        from aiokafka.errors import KafkaError
 
         consumer = self._consumer
         if consumer is None:
@@ -354,7 +354,7 @@ class KafkaReceiver:
 
 def _listener(receiver: KafkaReceiver) -> Any:
     """aiokafka's rebalance callbacks, forwarded to the receiver (the class needs aiokafka imported)."""
-    from aiokafka import ConsumerRebalanceListener  # type: ignore[import-untyped]
+    from aiokafka import ConsumerRebalanceListener
 
     class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         async def on_partitions_revoked(self, revoked: Any) -> None:
