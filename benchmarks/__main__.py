@@ -15,18 +15,20 @@ from benchmarks import chart, report, results, targets
 from benchmarks.machine import commit, load_average, machine, versions
 from benchmarks.processes import APP_CPUS, SERVICE_CPUS
 
-PARTS = ("span", "exit", "daemon", "outage", "kafka")
+PARTS = ("span", "exit", "daemon", "outage", "kafka", "peer")
 SETTINGS = {
     "full": {"span": {"n": 20_000, "warmup": 2_000, "reps": 5, "settle": 60.0},
              "exit": {"n": 1_000, "reps": 9},
              "daemon": {"n": 100_000, "latency_n": 3_000, "latency_rate": 1_000.0, "timeout": 300.0},
              "outage": {"seconds": 300.0, "rate": 500.0, "sample_every": 5.0},
-             "kafka": {"n": 50_000, "latency_n": 2_000, "latency_rate": 200.0, "timeout": 300.0}},
+             "kafka": {"n": 50_000, "latency_n": 2_000, "latency_rate": 200.0, "timeout": 300.0},
+             "peer": {"n": 102_400, "rounds": 3, "timeout": 300.0}},
     "quick": {"span": {"n": 300, "warmup": 100, "reps": 1, "settle": 20.0},
               "exit": {"n": 100, "reps": 1},
               "daemon": {"n": 1_000, "latency_n": 100, "latency_rate": 200.0, "timeout": 60.0},
               "outage": {"seconds": 3.0, "rate": 200.0, "sample_every": 1.0},
-              "kafka": {"n": 1_000, "latency_n": 100, "latency_rate": 100.0, "timeout": 60.0}},
+              "kafka": {"n": 1_000, "latency_n": 100, "latency_rate": 100.0, "timeout": 60.0},
+              "peer": {"n": 2_048, "rounds": 1, "timeout": 60.0}},
 }
 
 
@@ -36,7 +38,7 @@ def _log(message: str) -> None:
 
 def run(mode: str, parts: list[str], out: Path, draw: bool) -> int:
     """Measure the parts, write the result file (and the chart), print the tables; 1 if a part failed."""
-    from benchmarks import exit_cost, kafka, outage, span_cost, throughput
+    from benchmarks import exit_cost, kafka, outage, peer, span_cost, throughput
 
     settings = SETTINGS[mode]
     # SIGTERM unwinds like Ctrl-C, so the daemons and sinks of the part being measured are stopped too.
@@ -56,6 +58,7 @@ def run(mode: str, parts: list[str], out: Path, draw: bool) -> int:
         "daemon": ("daemon", lambda s: throughput.measure(s["n"], s["latency_n"], s["latency_rate"], s["timeout"], _log)),
         "outage": ("outage", lambda s: outage.measure(s["seconds"], s["rate"], s["sample_every"], _log)),
         "kafka": ("kafka", lambda s: kafka.measure(s["n"], s["latency_n"], s["latency_rate"], s["timeout"], _log)),
+        "peer": ("peer", lambda s: peer.measure(s["n"], s["rounds"], s["timeout"], _log)),
     }
     for part in parts:
         key, measure = steps[part]

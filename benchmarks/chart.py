@@ -15,7 +15,8 @@ from typing import Any
 from benchmarks.report import LABELS, ordered
 
 WIDTH = 860
-COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+          "#17becf"]
 
 
 def _text(x: float, y: float, s: str, size: int = 12, anchor: str = "start", weight: str = "normal",
@@ -149,8 +150,21 @@ def render(results: list[dict[str, Any]]) -> str:
         return s.get("spans_per_cpu_s")
 
     series = {name.replace("_", " -> ", 1).replace("_x3", " x3"): [rate(r, name) for r in runs]
-              for name in ("socket_file", "socket_otlp", "spool_otlp", "socket_otlp_x3")}
-    panel, y = _history_panel("History: daemon spans per CPU-second", runs, series, y, False, {"50k target": 50_000})
+              for name in ("socket_file", "socket_otlp", "spool_otlp", "socket_otlp_x3", "socket_file_defaults",
+                           "socket_otlp_defaults", "socket_family3_defaults")}
+    series["rotel (OTLP in -> out)"] = [(r.get("peer") or {}).get("variants", {}).get("rotel", {}).get("spans_per_cpu_s")
+                                        for r in runs]
+    series["shipper (OTLP in -> out)"] = [(r.get("peer") or {}).get("variants", {}).get("shipper", {})
+                                          .get("spans_per_cpu_s") for r in runs]
+    panel, y = _history_panel("History: daemon spans per CPU-second (log scale)", runs, series, y, True,
+                              {"50k target": 50_000, "100k target": 100_000})
+    parts += panel
+    series = {"3 OTLP-family exporters / 1, CPU": [((r.get("daemon") or {}).get("ratios") or {})
+                                                   .get("fanout_cpu_family3/otlp") for r in runs],
+              "shipper / Rotel, CPU per span": [(r.get("peer") or {}).get("ratio_cpu_shipper_over_rotel")
+                                                for r in runs]}
+    panel, y = _history_panel("History: fan-out and peer ratios (log scale)", runs, series, y + 10, True,
+                              {"1.5x target": 1.5})
     parts += panel
 
     def bus(r: dict[str, Any], encoding: str, side: str) -> float | None:

@@ -104,7 +104,8 @@ class Sink:
 class Daemon:
     """`python -m shipper run -c CONFIG` with its socket, spool and state in a directory of its own."""
 
-    def __init__(self, exporters: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+    def __init__(self, exporters: dict[str, Any], extra: dict[str, Any] | None = None,
+                 receivers: dict[str, Any] | None = None) -> None:
         self.root = short_dir("shd")
         self.socket = str(self.root / "s.sock")
         self.spool = str(self.root / "spool")
@@ -113,7 +114,7 @@ class Daemon:
             "state_dir": str(self.state),
             "log_level": "warning",
             "receivers": {"socket": {"type": "unix_socket", "path": self.socket},
-                          "spool": {"type": "spool", "dir": self.spool}},
+                          "spool": {"type": "spool", "dir": self.spool}, **(receivers or {})},
             "exporters": exporters,
             **(extra or {}),
         }

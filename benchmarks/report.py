@@ -72,6 +72,16 @@ def render(result: dict[str, Any]) -> str:
             if lat:
                 out.append(f"Emit-to-backend latency, socket -> OTLP, {how}, {lat['spans']} spans at "
                            f"{lat['rate_per_s']:.0f}/s: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms")
+        for name, value in (daemon.get("ratios") or {}).items():
+            out.append(f"Ratio {name}: {value}")
+    peer = result.get("peer")
+    if peer:
+        out.append(f"\nOTLP/HTTP in -> OTLP/HTTP out beside Rotel ({peer['n']} spans, median of {peer['rounds']} "
+                   f"interleaved rounds; {peer['settings']})")
+        rows = [[name, v["us_per_span"], v["spans_per_cpu_s"], v["bytes_in_per_span"], v["bytes_out_per_span"],
+                 v["rss_max_mb"]] for name, v in peer["variants"].items()]
+        out.append(_table(["collector", "us CPU/span", "spans/CPU-s", "B in/span", "B out/span", "RSS MiB"], rows))
+        out.append(f"shipper / Rotel CPU per span: {peer['ratio_cpu_shipper_over_rotel']}")
     bus = result.get("kafka")
     if bus:
         out.append(f"\nEdge -> Kafka -> gateway ({bus['n']} spans per encoding; {bus['settings']})")

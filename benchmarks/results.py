@@ -2,7 +2,7 @@
 
 A result is one JSON file, `<results dir>/<UTC timestamp>-<short commit>.json`, holding `schema` (1),
 `mode` (full or quick), `started_at`, `duration_s`, `commit`, `machine`, `versions`, `settings`, and one
-key per part measured (`span_cost`, `exit`, `daemon`, `outage`, `kafka`) plus `targets`. Files are never
+key per part measured (`span_cost`, `exit`, `daemon`, `outage`, `kafka`, `peer`) plus `targets`. Files are never
 rewritten; names sort in time order.
 """
 
@@ -76,6 +76,16 @@ def figures(result: dict[str, Any]) -> dict[str, Figure]:
             for key in ("p50_ms", "p99_ms"):
                 if (daemon.get(part) or {}).get(key):
                     out[f"daemon.{part}.{key}"] = (daemon[part][key], "lower", None)
+        for name, value in (daemon.get("ratios") or {}).items():
+            out[f"daemon.ratio.{name}"] = (value, "lower", None)
+    peer = result.get("peer")
+    if peer:
+        for name, v in peer["variants"].items():
+            spread = _spread([r["us_per_span"] for r in v.get("runs", [])])
+            out[f"peer.{name}.us_per_span"] = (v["us_per_span"], "lower", spread)
+            out[f"peer.{name}.bytes_out_per_span"] = (v["bytes_out_per_span"], "lower", None)
+        if peer.get("ratio_cpu_shipper_over_rotel"):
+            out["peer.ratio.shipper/rotel cpu"] = (peer["ratio_cpu_shipper_over_rotel"], "lower", None)
     bus = result.get("kafka")
     if bus:
         for name, s in bus["scenarios"].items():

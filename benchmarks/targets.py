@@ -40,4 +40,23 @@ def evaluate(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
         rate = daemon["scenarios"].get("socket_otlp", {}).get("spans_per_cpu_s")
         out["daemon >= 50k spans/CPU-s to OTLP"] = _target(">= 50000", rate, rate is not None and rate >= 50_000,
                                                           "daemon.socket_otlp.spans_per_cpu_s")
+        scenarios = daemon["scenarios"]
+        for key, goal in (("socket_otlp_defaults", 50_000), ("socket_file_defaults", 100_000)):
+            value = scenarios.get(key, {}).get("spans_per_cpu_s")
+            if key in scenarios:
+                out[f"{key} >= {goal // 1000}k spans/CPU-s"] = _target(
+                    f">= {goal}", value, value is not None and value >= goal, f"daemon.{key}.spans_per_cpu_s")
+        fanout = (daemon.get("ratios") or {}).get("fanout_cpu_family3/otlp")
+        if fanout is not None:
+            out["3 OTLP-family exporters <= 1.5x the CPU of 1"] = _target(
+                "<= 1.5", fanout, fanout <= 1.5, "daemon.ratios.fanout_cpu_family3/otlp")
+        p99 = (daemon.get("latency") or {}).get("p99_ms")
+        if p99 is not None:
+            out["emit -> backend p99 <= 1.5 s at defaults"] = _target("<= 1500 ms", p99, p99 <= 1500,
+                                                                     "daemon.latency.p99_ms")
+    peer = result.get("peer")
+    if peer:
+        ratio = peer.get("ratio_cpu_shipper_over_rotel")
+        out["OTLP in -> OTLP out <= 1.5x Rotel CPU per span"] = _target(
+            "<= 1.5", ratio, None if ratio is None else ratio <= 1.5, "peer.ratio_cpu_shipper_over_rotel")
     return out

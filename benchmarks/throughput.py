@@ -27,7 +27,15 @@ from benchmarks.machine import ROOT, cpu_seconds
 from benchmarks.processes import APP_CPUS, ENV, Daemon, Sink, pin_app, wait_for
 from benchmarks.workload import sample_record
 
-SCENARIOS = ("socket_file", "socket_otlp", "socket_otlp_x3", "spool_otlp", "spool_otlp_x3")
+SCENARIOS = ("socket_file", "socket_otlp", "socket_otlp_x3", "spool_otlp", "spool_otlp_x3",
+             "socket_file_defaults", "socket_otlp_defaults", "socket_family3_defaults")
+# The embedded default config's processors (shipper/default_config.yaml): what the targets of issue 12 are
+# measured with, in the `*_defaults` scenarios.
+DEFAULT_PROCESSORS = [{"type": "redact", "builtin": ["secrets"]}, {"type": "truncate", "max_value_bytes": "64KiB"}]
+# The OTLP family of exporters, all to the one sink: fan-out cost is `family3` (otlp_http, phoenix, langfuse)
+# over `socket_otlp_defaults` (otlp_http alone).
+_FAMILY = {"otlp": {"type": "otlp_http"}, "phoenix": {"type": "phoenix", "project": "bench"},
+           "langfuse": {"type": "langfuse", "public_key": "pk-lf-bench", "secret_key": "sk-lf-bench"}}
 
 
 def _loadgen(daemon: Daemon, n: int, rate: float = 0.0) -> subprocess.Popen[bytes]:
@@ -76,6 +84,13 @@ def _otlp_exporters(url: str, count: int) -> dict[str, Any]:
     return {f"otlp{i + 1}": {"type": "otlp_http", "endpoint": url} for i in range(count)}
 
 
+def _family(url: str, count: int) -> dict[str, Any]:
+    out = {}
+    for name, spec in list(_FAMILY.items())[:count]:
+        out[name] = {**spec, ("host" if spec["type"] == "langfuse" else "endpoint"): url}
+    return out
+
+
 def _percentiles(values: list[int]) -> dict[str, float | None]:
     if not values:
         return {"p50_ms": None, "p99_ms": None, "max_ms": None}
@@ -116,6 +131,21 @@ def measure(n: int, latency_n: int, latency_rate: float, timeout: float, log: Ca
                     log("  daemon: latency done")
             finally:
                 daemon.stop()
+        defaults = {"processors": DEFAULT_PROCESSORS}
+        daemon = Daemon({"file": {"type": "file"}}, defaults).start()
+        try:
+            scenarios["socket_file_defaults"] = _run(daemon, "socket", n, lambda: daemon.exported("file"), n, timeout)
+        finally:
+            daemon.stop()
+        for name, exporters, count in (("socket_otlp_defaults", _otlp_exporters(sink.url, 1), 1),
+                                       ("socket_family3_defaults", _family(sink.url, 3), 3)):
+            daemon = Daemon(exporters, defaults).start()
+            try:
+                sink.reset()
+                scenarios[name] = _run(daemon, "socket", n, sink.spans, n * count, timeout)
+            finally:
+                daemon.stop()
+            log(f"  daemon: {name} done")
         quick = {"max_delay": "20ms"}
         daemon = Daemon({"otlp1": {"type": "otlp_http", "endpoint": sink.url, "batch": quick}}, {"batch": quick}).start()
         try:
@@ -125,6 +155,10 @@ def measure(n: int, latency_n: int, latency_rate: float, timeout: float, log: Ca
             daemon.stop()
     finally:
         sink.stop()
-    return {"n": n, "scenarios": scenarios, "latency": latency, "latency_short_batches": latency_short,
+    ratios = {}
+    one, three = (scenarios.get(k, {}).get("daemon_cpu_s") for k in ("socket_otlp_defaults", "socket_family3_defaults"))
+    if one and three:
+        ratios["fanout_cpu_family3/otlp"] = round(three / one, 3)
+    return {"n": n, "scenarios": scenarios, "ratios": ratios, "latency": latency, "latency_short_batches": latency_short,
             "settings": "daemon defaults (intake batch max_delay 200ms; exporter batch 512 spans / 1s; "
                         "queue fsync interval; gzip protobuf)"}
