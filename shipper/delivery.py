@@ -88,6 +88,7 @@ class Delivery:
         self._scope: anyio.CancelScope | None = None
         self._take_scope: anyio.CancelScope | None = None
         self._done = anyio.Event()
+        self._ndjson = getattr(exporter, "export_ndjson", None)
 
     def statistics(self) -> dict[str, Any]:
         """What the worker is doing, and since when it has been failing."""
@@ -147,7 +148,10 @@ class Delivery:
                     if not items:
                         return  # all dropped by drop_oldest while we waited; counted there
                     self._state = "exporting"
-                    await self.exporter.export([span for item in items for span in item.spans])
+                    if self._ndjson is not None:  # the exporter takes the queued lines as they are
+                        await self._ndjson([item.payload for item in items], sum(item.count for item in items))
+                    else:
+                        await self.exporter.export([span for item in items for span in item.spans])
         except _Stopped:
             raise
         except PermanentExportError as exc:
@@ -159,10 +163,10 @@ class Delivery:
             self._give_up(items, "expired", exc, started)
         except Exception as exc:  # an exporter's bug must not stop delivery for good
             log.exception("Exporter %s failed on a batch of %d spans with an unexpected error; dead-lettered "
-                          "it. This is a bug: please report it.", self.name, sum(len(i.spans) for i in items))
+                          "it. This is a bug: please report it.", self.name, sum(i.count for i in items))
             self._give_up(items, "exporter_error", exc, started)
         else:
-            spans = sum(len(item.spans) for item in items)
+            spans = sum(item.count for item in items)
             self.counters.add("exported", spans)
             self.counters.add("export_calls")
             if self._failing_since is not None:

@@ -50,6 +50,7 @@ from shipper.component import Context, Deliver, Intake, Receiver
 from shipper.config import Config, load_config
 from shipper.errors import ConfigError
 from shipper.intake import IntakeBudget
+from shipper.queue import encode_lines
 from shipper.record import Record
 from shipper.rejects import RejectLog
 from shipper.settings import DeliveryConfig
@@ -280,8 +281,12 @@ class Pipeline:
         processed = chain(records) if records else records
         for tap in self.taps:
             tap(processed)
-        for sink in self.sinks.values():
-            await sink.put(list(processed) if len(self.sinks) > 1 else processed)
+        sinks = self.sinks.values()
+        lines = None
+        if processed and sum(getattr(sink, "passes_through", False) for sink in sinks) > 1:
+            lines = encode_lines(processed)  # once for every exporter without processors of its own
+        for sink in sinks:
+            await sink.put(list(processed) if len(self.sinks) > 1 else processed, lines)
         self.counters.add("processed", len(processed))
         marks = [(receiver, intake.mark) for receiver, intake in batch if intake.mark is not None]
         if marks or self._deferred:

@@ -54,7 +54,6 @@ import os
 import time
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +66,7 @@ from shipper.segment import CRC_PART, HEADER, MAGIC, encode_record, resync, scan
 from shipper.settings import QueueConfig
 from shipper.stats import Counters
 
-__all__ = ["DiskQueue", "Item", "QueueBusyError"]
+__all__ = ["DiskQueue", "Item", "QueueBusyError", "encode_lines"]
 
 log = logging.getLogger("shipper.queue")
 
@@ -78,15 +77,52 @@ MIN_SEGMENT_BYTES = 16 * 1024
 Position = tuple[int, int]
 
 
-@dataclass(frozen=True, slots=True)
 class Item:
-    """One queued record handed to a delivery worker: where it lives and the spans it holds."""
+    """One queued record handed to a delivery worker: where it lives, its span count and its payload.
 
-    position: Position
-    end: Position
-    size: int
-    appended_ms: int
-    spans: list[Record]
+    `payload` is the record's NDJSON as stored; `spans` decodes it on first use (an exporter that sends
+    the lines as they are, like `file`, never pays for it)."""
+
+    __slots__ = ("position", "end", "size", "appended_ms", "count", "payload", "_spans", "_where")
+
+    def __init__(self, position: Position, end: Position, size: int, appended_ms: int, count: int,
+                 payload: bytes, where: object = "") -> None:
+        self.position = position
+        self.end = end
+        self.size = size
+        self.appended_ms = appended_ms
+        self.count = count
+        self.payload = payload
+        self._spans: list[Record] | None = None
+        self._where = where
+
+    @property
+    def lines(self) -> list[bytes]:
+        """The spans' NDJSON lines, as queued."""
+        return self.payload.split(b"\n") if self.payload else []
+
+    @property
+    def spans(self) -> list[Record]:
+        """The spans as records (decoded once)."""
+        if self._spans is None:
+            loads = orjson.loads
+            self._spans = [loads(line) for line in self.lines]
+            if len(self._spans) != self.count:
+                log.error("Queue %s: a record in segment %d at offset %d holds %d spans, its header says %d.",
+                          self._where, self.position[0], self.position[1], len(self._spans), self.count)
+        return self._spans
+
+    def __repr__(self) -> str:
+        return f"Item({self.position}, {self.count} spans, {self.size} bytes)"
+
+
+def encode_lines(spans: list[Record]) -> list[bytes] | None:
+    """Each span as one orjson line, for `DiskQueue.put(lines=...)`; None if one cannot be encoded."""
+    dumps = orjson.dumps
+    try:
+        return [dumps(span) for span in spans]
+    except TypeError:
+        return None
 
 
 class DiskQueue:
@@ -257,10 +293,13 @@ class DiskQueue:
 
     # -- producing ----------------------------------------------------------------------------------
 
-    async def put(self, spans: list[Record]) -> None:
-        """Append `spans` as one or more records; returns once they are in the segment file."""
+    async def put(self, spans: list[Record], lines: list[bytes] | None = None) -> None:
+        """Append `spans` as one or more records; returns once they are in the segment file.
+
+        `lines`, when given, are the spans already encoded (`encode_lines`): the pipeline encodes a batch
+        once for every exporter whose own processors cannot change it."""
         now = int(time.time() * 1000)
-        for payload, count in self._chunks(spans):
+        for payload, count in self._chunks(spans, lines):
             record = encode_record(payload, count, now)
             if not await self._make_room(len(record), count):
                 continue
@@ -268,15 +307,23 @@ class DiskQueue:
         if self.config.fsync == "always" and self._dirty:
             await self.sync()
 
-    def _chunks(self, spans: list[Record]) -> Iterable[tuple[bytes, int]]:
+    def _chunks(self, spans: list[Record], encoded: list[bytes] | None = None) -> Iterable[tuple[bytes, int]]:
+        if encoded is None:
+            encoded = []
+            for span in spans:
+                try:
+                    encoded.append(orjson.dumps(span))
+                except TypeError:
+                    self.counters.drop("unencodable")
+        if len(encoded) <= self.record_spans:
+            total = sum(map(len, encoded)) + len(encoded)
+            if total <= self.record_bytes:
+                if encoded:
+                    yield b"\n".join(encoded), len(encoded)
+                return
         lines: list[bytes] = []
         size = 0
-        for span in spans:
-            try:
-                line = orjson.dumps(span)
-            except TypeError:
-                self.counters.drop("unencodable")
-                continue
+        for line in encoded:
             if lines and (len(lines) >= self.record_spans or size + len(line) + 1 > self.record_bytes):
                 yield b"\n".join(lines), len(lines)
                 lines, size = [], 0
@@ -389,11 +436,8 @@ class DiskQueue:
         if found is None:
             return None
         (seq, offset), size, count, appended_ms, payload = found
-        spans = [orjson.loads(line) for line in payload.split(b"\n")] if payload else []
-        if len(spans) != count:
-            log.error("Queue %s: a record in segment %d holds %d spans, its header says %d.",
-                      self.dir, seq, len(spans), count)
-        return Item((seq, offset), (seq, offset + size), size, appended_ms, spans)
+        return Item((seq, offset), (seq, offset + size), size, appended_ms, count, payload,
+                    self.dir)
 
     async def take(self, max_spans: int, max_bytes: int, max_delay: float) -> list[Item]:
         """Wait for at least one record, then gather more while within the limits or until `max_delay`
@@ -406,7 +450,7 @@ class DiskQueue:
             await self._appended.wait()
         items = [first]
         self._read = first.end
-        spans, size = len(first.spans), first.size
+        spans, size = first.count, first.size
         deadline = first.appended_ms / 1000 + max_delay
         while spans < max_spans and size < max_bytes:
             item = self._read_item(self._read)
@@ -418,11 +462,11 @@ class DiskQueue:
                 with anyio.move_on_after(remaining):
                     await self._appended.wait()
                 continue
-            if spans + len(item.spans) > max_spans or size + item.size > max_bytes:
+            if spans + item.count > max_spans or size + item.size > max_bytes:
                 break
             items.append(item)
             self._read = item.end
-            spans += len(item.spans)
+            spans += item.count
             size += item.size
         return items
 
@@ -438,7 +482,7 @@ class DiskQueue:
         """Acknowledge `items` (exported, or dead-lettered): they will not be delivered again."""
         for item in self.pending(items):
             self._live_bytes -= item.size
-            self._live_items -= len(item.spans)
+            self._live_items -= item.count
         if items and items[-1].end > self._head:
             self._advance(items[-1].end)
 

@@ -80,8 +80,20 @@ class QueuedSink:
             await self.delivery.run()
             tg.cancel_scope.cancel()
 
-    async def put(self, batch: list[Record]) -> None:
-        """Run the exporter's processors on `batch` and queue the result durably."""
+    @property
+    def passes_through(self) -> bool:
+        """True when this exporter has no processors of its own: what it queues is what it is given."""
+        return not self.chain.processors
+
+    async def put(self, batch: list[Record], lines: list[bytes] | None = None) -> None:
+        """Run the exporter's processors on `batch` and queue the result durably.
+
+        `lines`: the batch already encoded (`queue.encode_lines`), used only when this exporter has no
+        processors of its own (the pipeline encodes a batch once for all such exporters)."""
+        if lines is not None and self.passes_through:
+            if batch:
+                await self.queue.put(batch, lines)
+            return
         batch = self.chain(batch)
         if batch:
             await self.queue.put(batch)

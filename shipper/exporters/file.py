@@ -1,5 +1,8 @@
 """Exporter `file`: the records as received, after processing, as NDJSON, rotated by size.
 
+The delivery worker hands it the queue's NDJSON payloads (`export_ndjson`), written as they are: the
+queue stores each span as the same orjson line `export` would write.
+
 The current file is `path`; past `max_bytes` it is renamed `path.1` (older ones shift to `.2` ...) and
 at most `max_files` rotated files are kept. Each batch is written with one `write()`, so a reader never
 sees half a batch from a live daemon; `fsync: true` also survives power loss, at a cost per batch.
@@ -82,7 +85,16 @@ class FileExporter:
         """Write the batch as NDJSON lines in one write."""
         if not batch:
             return
-        data = b"\n".join(map(orjson.dumps, batch)) + b"\n"
+        await self._write(b"\n".join(map(orjson.dumps, batch)) + b"\n")
+
+    async def export_ndjson(self, payloads: list[bytes], count: int) -> None:
+        """Write queued NDJSON payloads (each a run of orjson lines, as `export` would write them) as they
+        are: the delivery worker hands them over undecoded, so a span is never decoded to be re-encoded."""
+        payloads = [p for p in payloads if p]
+        if payloads:
+            await self._write(b"\n".join(payloads) + b"\n")
+
+    async def _write(self, data: bytes) -> None:
         async with self._lock:
             try:
                 if self._fd is None:
