@@ -24,7 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.machine import ROOT, cpu_seconds, rss_bytes
-from benchmarks.processes import APP_CPUS, ENV, SERVICE_CPUS, Daemon, Sink, free_port, pin, pin_app, short_dir, wait_for
+from benchmarks.processes import (
+    APP_CPUS,
+    ENV,
+    SERVICE_CPUS,
+    Daemon,
+    Sink,
+    free_port,
+    pin,
+    pin_app,
+    short_dir,
+    wait_for,
+)
 
 
 def rotel_binary() -> str | None:
@@ -134,7 +145,7 @@ def measure(n: int, rounds: int, timeout: float, log: Callable[[str], None]) -> 
         daemon, shipper_url = _shipper(sink.url)
         rotel = Rotel(binary, sink.url)
         targets = {"shipper": (daemon.pid, shipper_url), "rotel": (rotel.pid, rotel.url)}
-        for name, (pid, url) in targets.items():  # warm up: connections, first allocations
+        for pid, url in targets.values():  # warm up: connections, first allocations
             _round(pid, url, sink, min(n, 2048), timeout)
         for i in range(rounds):
             order = list(targets) if i % 2 == 0 else list(reversed(targets))
