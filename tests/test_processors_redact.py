@@ -249,3 +249,24 @@ def test_the_embedded_default_config_masks_secrets() -> None:
     chain = build_chain(config.processors, Stats(), "/nonexistent", "shared", config.settings.max_record_bytes)
     (out,) = chain([make_span(input=f"key {OPENAI}", metadata={"api_key": "x"})])
     assert out["input"] == "key [REDACTED:openai_key]" and out["metadata"] == {"api_key": "[REDACTED:key]"}
+
+
+_SECRETS_LIKE = st.text(alphabet=st.sampled_from(list("skantSKANT-_ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ſKbearBEARws"
+                                                      " \n=:/+PRIVATEKY")), max_size=80)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(_SECRETS_LIKE, st.text(max_size=60),
+                      st.sampled_from([OPENAI, OPENAI_LEGACY, ANTHROPIC, BEARER, AWS, PEM, BEARER.upper(),
+                                       "aWs_SeCrEt_KeY=" + "A" * 40, "awſ_secret_key: " + "b" * 40])))
+def test_the_cheap_prefilter_never_skips_a_string_a_builtin_pattern_matches(text) -> None:
+    """The substring prefilter of the built-in secrets is a necessary condition of their regexes."""
+    import re
+
+    from shipper.processors.redact import BUILTIN_PATTERNS, GROUPS
+
+    redact, _ = build_processor("redact")
+    full = re.compile("|".join(f"(?:{BUILTIN_PATTERNS[n]})" for n in GROUPS["secrets"] if n in BUILTIN_PATTERNS))
+    if full.search(text) is not None:
+        assert redact._any(text)
+        assert redact.text(text) != text or redact.matches(text) == []

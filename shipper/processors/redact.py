@@ -56,6 +56,44 @@ _KEY_CACHE = 4096
 _CONTAINERS = (dict, list)
 
 
+# What a string must contain for a built-in secret pattern to match in it: a plain substring test is
+# several times cheaper than the patterns themselves (each starts with \b, an alternation or (?i), which
+# the regex engine tries at every position). "cased" needles are tested on `text.casefold()`, which
+# folds at least every case the (?i) patterns would match (long s, Kelvin sign...).
+_NEEDLES: dict[str, tuple[str, str]] = {
+    "private_key": ("plain", "PRIVATE KEY-----"),
+    "anthropic_key": ("plain", "sk-ant-"),
+    "openai_key": ("plain", "sk-"),
+    "bearer_token": ("cased", "bearer"),
+    "aws_secret_key": ("cased", "aws"),
+}
+_AWS_PREFIX = re.compile(r"A(?:KI|SI|BI|CC|GP|ID|IP|NP|NV|PK|RO|SC)A").search
+
+
+def _literal_prefilter(names: list[str], others: list[str]) -> Callable[[str], Any]:
+    """`_prefilter` for built-in patterns by their required substrings, `others` by their regexes."""
+    needles = [_NEEDLES[n] for n in names if n in _NEEDLES]
+    plain = tuple(dict.fromkeys(needle for how, needle in needles if how == "plain"))
+    cased = tuple(dict.fromkeys(needle for how, needle in needles if how == "cased"))
+    aws = _AWS_PREFIX if "aws_access_key" in names else None
+    rest = _prefilter(others)
+
+    def could_match(text: str) -> Any:
+        for needle in plain:
+            if needle in text:
+                return True
+        if aws is not None and "A" in text and aws(text) is not None:
+            return True
+        if cased:
+            folded = text.casefold()
+            for needle in cased:
+                if needle in folded:
+                    return True
+        return rest(text)
+
+    return could_match
+
+
 def _prefilter(patterns: list[str]) -> Callable[[str], Any]:
     """One search for "could any pattern match here?", so most strings cost one regex call, not one each.
 
@@ -140,7 +178,9 @@ class RedactProcessor:
         rules.update(config.patterns)
         self.patterns = {name: re.compile(pattern) for name, pattern in rules.items()}
         self._subs = [(regex.subn, _masker(name)) for name, regex in self.patterns.items()]
-        self._any = _prefilter(list(rules.values()))
+        literal = [name for name in rules if name in _NEEDLES or name == "aws_access_key"]
+        literal = [name for name in literal if name not in config.patterns]  # your own pattern of that name
+        self._any = _literal_prefilter(literal, [p for name, p in rules.items() if name not in literal])
         globs = [*config.keys, *(SECRET_KEYS if "secret_keys" in enabled else [])]
         self._key_regex = re.compile("|".join(fnmatch.translate(g.lower()) for g in globs)) if globs else None
         self._key_verdicts: dict[str, bool] = {}
