@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.machine import cpu_seconds
-from benchmarks.processes import Daemon, Sink, wait_for
+from benchmarks.machine import ROOT, cpu_seconds
+from benchmarks.processes import ENV, Daemon, Sink, pin_app, wait_for
 from benchmarks.workload import recorder
 
 
@@ -48,17 +48,26 @@ def client(option: str, n: int, top: int) -> None:
     print(out.getvalue())
 
 
-def daemon(scenario: str, n: int, top: int) -> None:
+def daemon(scenario: str, n: int, top: int, defaults: bool = False) -> None:
     if shutil.which("py-spy") is None:
         raise SystemExit("py-spy is not installed: pip install py-spy")
-    from benchmarks.throughput import _loadgen
+    from benchmarks.throughput import DEFAULT_PROCESSORS, _family, _loadgen
 
     sink = Sink()
-    exporters = {"file": {"type": "file"}} if scenario == "file" else {"otlp": {"type": "otlp_http", "endpoint": sink.url}}
-    shipper = Daemon(exporters).start()
+    exporters = ({"file": {"type": "file"}} if scenario == "file" else _family(sink.url, 3) if scenario == "family3"
+                 else {"otlp": {"type": "otlp_http", "endpoint": sink.url}})
+    receivers = {"otlp": {"type": "otlp_http", "endpoint": "127.0.0.1:0"}} if scenario == "otlp_in" else None
+    shipper = Daemon(exporters, {"processors": DEFAULT_PROCESSORS} if defaults else None, receivers).start()
+    copies = 3 if scenario == "family3" else 1
     raw = Path(tempfile.mkdtemp(prefix="shp-prof-")) / "samples.txt"
     try:
-        gen = _loadgen(shipper, n)
+        if scenario == "otlp_in":
+            port = shipper.status()["receivers"]["otlp"]["port"]
+            gen = subprocess.Popen([sys.executable, "-m", "benchmarks.otlp_load", "--url",
+                                    f"http://127.0.0.1:{port}/v1/traces", "--n", str(n)], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, env=ENV, cwd=ROOT, preexec_fn=pin_app)
+        else:
+            gen = _loadgen(shipper, n)
         assert gen.stdout is not None and gen.stdin is not None
         gen.stdout.readline()
         spy = subprocess.Popen(["py-spy", "record", "-p", str(shipper.pid), "-o", str(raw), "-f", "raw", "-r", "250",
@@ -68,7 +77,7 @@ def daemon(scenario: str, n: int, top: int) -> None:
         gen.stdin.write(b"go\n")
         gen.stdin.flush()
         out = (lambda: shipper.exported("file")) if scenario == "file" else sink.spans
-        wait_for(lambda: out() >= n, 600, f"{n} spans out", interval=0.1)
+        wait_for(lambda: out() >= n * copies, 600, f"{n} spans out", interval=0.1)
         cpu = cpu_seconds(shipper.pid) - cpu0
         spy.send_signal(2)
         spy.wait(60)
@@ -87,7 +96,7 @@ def daemon(scenario: str, n: int, top: int) -> None:
         for frame in set(frames):
             inclusive[frame] += int(count)
     shutil.rmtree(raw.parent, ignore_errors=True)
-    print(f"socket -> {scenario}: {n} spans, {n / cpu:,.0f} spans per daemon CPU-second ({cpu / n * 1e6:.1f} us/span)")
+    print(f"{scenario}{' (default processors)' if defaults else ''}: {n} spans, {n / cpu:,.0f} spans per daemon CPU-second ({cpu / n * 1e6:.1f} us/span)")
     for title, counter in (("own samples", own), ("inclusive samples", inclusive)):
         print(f"\n{title} ({total} in all)")
         for frame, count in counter.most_common(top):
@@ -101,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     p_client.add_argument("option", choices=("span", "traced", "floor", "otel"))
     p_client.add_argument("--n", type=int, default=20_000)
     p_daemon = sub.add_parser("daemon")
-    p_daemon.add_argument("scenario", choices=("file", "otlp"))
+    p_daemon.add_argument("scenario", choices=("file", "otlp", "family3", "otlp_in"),
+                          help="socket -> file, socket -> otlp_http, socket -> otlp_http+phoenix+langfuse, "
+                               "OTLP/HTTP in -> otlp_http")
+    p_daemon.add_argument("--defaults", action="store_true", help="with the embedded default processors")
     p_daemon.add_argument("--n", type=int, default=50_000)
     for p in (p_client, p_daemon):
         p.add_argument("--top", type=int, default=25)
@@ -109,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "client":
         client(args.option, args.n, args.top)
     else:
-        daemon(args.scenario, args.n, args.top)
+        daemon(args.scenario, args.n, args.top, args.defaults)
     return 0
 
 
