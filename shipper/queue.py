@@ -132,6 +132,7 @@ class DiskQueue:
                  record_spans: int = 512, record_bytes: int = 4 * 1024 * 1024,
                  segment_bytes: int | None = None) -> None:
         self.dir = Path(directory)
+        self._ack_path, self._ack_tmp = str(self.dir / "ack"), str(self.dir / "ack.tmp")
         self.config = config
         self.counters = counters
         self.record_spans = max(1, record_spans)
@@ -235,9 +236,13 @@ class DiskQueue:
     def _write_ack(self) -> None:
         if self._written_ack == self._head:
             return
-        tmp = self.dir / "ack.tmp"
-        tmp.write_text(f"{self._head[0]} {self._head[1]}\n")
-        os.replace(tmp, self.dir / "ack")
+        tmp = self._ack_tmp
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)  # os-level: no text-file layers
+        try:
+            os.write(fd, f"{self._head[0]} {self._head[1]}\n".encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, self._ack_path)
         self._written_ack = self._head
 
     def _open_segment(self, seq: int, create: bool = False) -> None:
