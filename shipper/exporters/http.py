@@ -49,6 +49,7 @@ from shipper.errors import (
     PermanentExportError,
     RetryableExportError,
 )
+from shipper.otlp import wire
 from shipper.otlp.encode import Encoder, fill_trace_wide, group_by_project, partial_success
 from shipper.record import Record
 from shipper.settings import ExporterCommon
@@ -155,6 +156,9 @@ class HTTPExporter:
     """Base of the OTLP/HTTP exporters; subclasses set `url`, `encoder`, `headers()` and maybe more."""
 
     content_type = PROTOBUF
+    shared_protobuf = True
+    """Protobuf bodies are `encode(request)` = `SerializeToString`, so `body` may build them from shared
+    per-span parts; a subclass whose `encode` changes protobuf bodies sets this False."""
     credentials = "the credentials"
     """What the credentials are called in a 401/403 message, e.g. `api_key`."""
 
@@ -189,6 +193,8 @@ class HTTPExporter:
 
     async def open(self) -> None:
         """Create the pooled HTTP client."""
+        if self.content_type == PROTOBUF and self.shared_protobuf:
+            wire.join(self)
         if self._client is None:
             timeout = self.config.timeout
             self._client = httpx.AsyncClient(
@@ -201,6 +207,7 @@ class HTTPExporter:
 
     async def aclose(self) -> None:
         """Close the client and its connections. Idempotent."""
+        wire.leave(self)
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -225,8 +232,16 @@ class HTTPExporter:
         if permanent is not None:
             raise permanent
 
+    def body(self, spans: list[Record], project: str | None) -> bytes:
+        """The request body. Protobuf is built from per-span parts every exporter shares
+        (`shipper.otlp.wire`: a span sent to three backends is encoded about once); other encodings
+        go through `encode`."""
+        if self.content_type == PROTOBUF and self.shared_protobuf and wire.shared():
+            return wire.request_bytes(self.encoder, spans, project)
+        return self.encode(self.encoder.request(spans, project))
+
     async def _send(self, project: str | None, spans: list[Record]) -> None:
-        body = self.encode(self.encoder.request(spans, project))
+        body = self.body(spans, project)
         if len(body) > self.config.max_request_bytes and len(spans) > 1:
             self._stats["splits"] += 1
             half = len(spans) // 2

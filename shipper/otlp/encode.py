@@ -47,6 +47,7 @@ __all__ = [
     "Encoder",
     "add_attributes",
     "any_value",
+    "fill_core",
     "fill_trace_wide",
     "group_by_project",
     "key_values",
@@ -183,6 +184,25 @@ def _status(rec: Record) -> Status:
     return Status(code=_STATUS.get(rec.get("status") or "unset", Status.STATUS_CODE_UNSET))
 
 
+def fill_core(span: PbSpan, rec: Record) -> None:
+    """Everything of a record's OTLP span but its attributes: ids, name, kind, times, events, links,
+    status (the same for every exporter; `shipper.otlp.wire` encodes it once per span)."""
+    parent = rec.get("parent_id")
+    span.trace_id = bytes.fromhex(rec["trace_id"])
+    span.span_id = bytes.fromhex(rec["span_id"])
+    if parent:
+        span.parent_span_id = bytes.fromhex(parent)
+    span.name = rec["name"]
+    span.kind = _KINDS.get(otel_kind_of(rec), PbSpan.SPAN_KIND_INTERNAL)
+    span.start_time_unix_nano = rec["start_ns"]
+    span.end_time_unix_nano = rec["end_ns"]
+    _add_events(span.events, rec)
+    for lk in rec.get("links") or ():
+        link = span.links.add(trace_id=bytes.fromhex(lk["trace_id"]), span_id=bytes.fromhex(lk["span_id"]))
+        add_attributes(link.attributes, lk.get("attributes") or {})
+    span.status.CopyFrom(_status(rec))
+
+
 class Encoder:
     """Builds export requests from records with a fixed set of attribute and resource mappers."""
 
@@ -206,21 +226,8 @@ class Encoder:
 
     def fill(self, span: PbSpan, rec: Record) -> None:
         """Write one record into an (empty, usually just added) OTLP span."""
-        parent = rec.get("parent_id")
-        span.trace_id = bytes.fromhex(rec["trace_id"])
-        span.span_id = bytes.fromhex(rec["span_id"])
-        if parent:
-            span.parent_span_id = bytes.fromhex(parent)
-        span.name = rec["name"]
-        span.kind = _KINDS.get(otel_kind_of(rec), PbSpan.SPAN_KIND_INTERNAL)
-        span.start_time_unix_nano = rec["start_ns"]
-        span.end_time_unix_nano = rec["end_ns"]
+        fill_core(span, rec)
         add_attributes(span.attributes, self.attributes(rec))
-        _add_events(span.events, rec)
-        for lk in rec.get("links") or ():
-            link = span.links.add(trace_id=bytes.fromhex(lk["trace_id"]), span_id=bytes.fromhex(lk["span_id"]))
-            add_attributes(link.attributes, lk.get("attributes") or {})
-        span.status.CopyFrom(_status(rec))
 
     def resource_attributes(self, rec: Record, project: str | None) -> Attributes:
         """The resource of a record: service.name, the record's resource, the exporter's extras."""
