@@ -2,7 +2,9 @@
 
 `client OPTION`: cProfile over N spans of one option (span, traced, floor, otel) sent to a running daemon,
 top functions by own time. `daemon SCENARIO`: py-spy (`pip install py-spy`) samples the daemon while
-it moves N spans socket -> file or socket -> OTLP sink; top functions by own and by inclusive samples.
+it moves N spans (socket -> file, -> OTLP sink, -> three OTLP-family exporters, or OTLP/HTTP in -> OTLP); only
+threads holding the GIL are sampled (`--gil`: a thread blocked in a syscall is not counted as busy); top
+functions by own and by inclusive samples.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def daemon(scenario: str, n: int, top: int, defaults: bool = False) -> None:
         assert gen.stdout is not None and gen.stdin is not None
         gen.stdout.readline()
         spy = subprocess.Popen(["py-spy", "record", "-p", str(shipper.pid), "-o", str(raw), "-f", "raw", "-r", "250",
-                                "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                "--nonblocking", "--gil"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1.0)
         cpu0 = cpu_seconds(shipper.pid)
         gen.stdin.write(b"go\n")

@@ -53,6 +53,7 @@ import mmap
 import os
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -103,10 +104,9 @@ class Item:
 
     @property
     def spans(self) -> list[Record]:
-        """The spans as records (decoded once)."""
+        """The spans as records (decoded once; shared between queues, see `_Decoded`)."""
         if self._spans is None:
-            loads = orjson.loads
-            self._spans = [loads(line) for line in self.lines]
+            self._spans = DECODED.loads(self.lines)
             if len(self._spans) != self.count:
                 log.error("Queue %s: a record in segment %d at offset %d holds %d spans, its header says %d.",
                           self._where, self.position[0], self.position[1], len(self._spans), self.count)
@@ -114,6 +114,41 @@ class Item:
 
     def __repr__(self) -> str:
         return f"Item({self.position}, {self.count} spans, {self.size} bytes)"
+
+
+class _Decoded:
+    """Records decoded from queued lines, kept by line while more than one queue is open.
+
+    With several exporters every span is queued (the same line) in each queue; the first worker to take
+    it decodes it, the others get that same record. Records are read-only past the queue (processors
+    copy on write, exporters copy what they change), so sharing one is safe. Bounded: the oldest of the
+    last `size` lines are forgotten first; a lagging exporter just decodes for itself."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self.open_queues = 0
+        self._records: OrderedDict[bytes, Record] = OrderedDict()
+
+    def loads(self, lines: list[bytes]) -> list[Record]:
+        loads = orjson.loads
+        if self.open_queues < 2:
+            if self._records:
+                self._records.clear()
+            return [loads(line) for line in lines]
+        records, size = self._records, self.size
+        out = []
+        for line in lines:
+            rec = records.get(line)
+            if rec is None:
+                rec = loads(line)
+                if len(records) >= size:
+                    records.popitem(last=False)
+                records[line] = rec
+            out.append(rec)
+        return out
+
+
+DECODED = _Decoded()
 
 
 def encode_lines(spans: list[Record]) -> list[bytes] | None:
@@ -167,6 +202,7 @@ class DiskQueue:
                                  f"{self.dir}; stop it first, or give this one its own state_dir") from exc
         self._lock_fd = fd
         self._closed = False
+        DECODED.open_queues += 1
         self._recover()
 
     def _recover(self) -> None:
@@ -269,6 +305,7 @@ class DiskQueue:
         if self._closed:
             return
         self._closed = True
+        DECODED.open_queues -= 1
         self._write_ack()
         if self.config.fsync != "never":
             for seq in list(self._dirty):

@@ -188,8 +188,11 @@ class HTTPExporter:
 
     # The shared machinery.
     def statistics(self) -> dict[str, Any]:
-        """Live figures for `shipper status`."""
-        return {"url": self.url, **self._stats}
+        """Live figures for `shipper status` (with the process's shared span parts: hits and misses)."""
+        out = {"url": self.url, **self._stats}
+        if wire.shared():
+            out["shared_span_parts"] = {"hits": wire.PARTS.hits, "misses": wire.PARTS.misses}
+        return out
 
     async def open(self) -> None:
         """Create the pooled HTTP client."""

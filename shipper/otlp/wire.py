@@ -83,39 +83,59 @@ def _upb_attribute(key: Any, value: Any) -> bytes:
     return span.SerializeToString()
 
 
+def _attribute(key: str, value: Any) -> bytes:
+    """One `Span.attributes` entry, as protobuf writes it."""
+    kind = type(value)
+    if kind is str:
+        try:
+            raw = value.encode()
+        except UnicodeEncodeError:  # a lone surrogate: let protobuf say what it says
+            return _upb_attribute(key, value)
+        any_value = b"\x0a" + varint(len(raw)) + raw
+    elif kind is bool:
+        any_value = b"\x08\x01" if value else b"\x08\x00"
+    elif kind is int and _INT64[0] <= value <= _INT64[1]:
+        any_value = b"\x18" + varint(value if value >= 0 else value + (1 << 64))
+    elif kind is float:
+        any_value = b"\x21" + _DOUBLE(value)
+    else:
+        return _upb_attribute(key, value)
+    body = _key(key) + b"\x12" + varint(len(any_value)) + any_value
+    return b"\x4a" + varint(len(body)) + body
+
+
+_SHORT = 64
+_VALUES: dict[tuple[str, Any, type], bytes] = {}
+_VALUES_MAX = 16384
+
+
 def _attributes_bytes(attributes: dict[str, Any]) -> bytes:
     """A mapping as a run of `Span.attributes` (field 9) entries, the bytes `add_attributes` gives.
 
-    Strings, ints, floats and bools are written here (a third cheaper than through protobuf's
-    messages); other values go through `add_attributes`."""
+    Strings, ints, floats and bools are written here; other values go through `add_attributes`. Short
+    strings and ints (model, provider, operation, kinds, parameters, token counts) repeat from span to
+    span, so their entries are kept by (key, value) for their type."""
     out: list[bytes] = []
     append = out.append
-    low, high = _INT64
+    values = _VALUES
     for key, value in attributes.items():
-        kind = type(value)
         if value is None:
             continue
+        kind = type(value)
         if type(key) is not str:
             append(_upb_attribute(key, value))
-            continue
-        if kind is str:
-            try:
-                raw = value.encode()
-            except UnicodeEncodeError:  # a lone surrogate: let protobuf say what it says
-                append(_upb_attribute(key, value))
-                continue
-            any_value = b"\x0a" + varint(len(raw)) + raw
-        elif kind is bool:
-            any_value = b"\x08\x01" if value else b"\x08\x00"
-        elif kind is int and low <= value <= high:
-            any_value = b"\x18" + varint(value if value >= 0 else value + (1 << 64))
-        elif kind is float:
-            any_value = b"\x21" + _DOUBLE(value)
+        elif (kind is str and len(value) <= _SHORT) or kind is int:
+            # a tuple with the type: (k, 1), (k, True) and (k, 1.0) are equal keys otherwise
+            token = (key, value, kind)
+            entry = values.get(token)
+            if entry is None:
+                entry = _attribute(key, value)
+                if len(values) >= _VALUES_MAX:
+                    values.clear()
+                values[token] = entry
+            append(entry)
         else:
-            append(_upb_attribute(key, value))
-            continue
-        body = _key(key) + b"\x12" + varint(len(any_value)) + any_value
-        append(b"\x4a" + varint(len(body)) + body)
+            append(_attribute(key, value))
     return b"".join(out)
 
 
