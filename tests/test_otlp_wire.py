@@ -6,6 +6,8 @@ import copy
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from test_exporters_contract import TRACE, TYPES, make
 
@@ -16,6 +18,9 @@ EXTRA = [
     # raw attributes that override a mapped key (and one with None): the merged mapping decides
     {**TRACE[0], "span_id": "00000000000000aa", "attributes": {"gen_ai.request.model": "mine", "input.value": None}},
     {**TRACE[-1], "span_id": "00000000000000ab", "resource": {}, "service": None, "project": "p2"},
+    {**TRACE[1], "span_id": "00000000000000ac", "attributes": {"flag": True, "off": False, "n": -3, "big": 2**70,
+                                                               "xs": [1, "a"], "f": -0.0},
+     "links": [{"trace_id": TRACE[0]["trace_id"], "span_id": "00000000000000ad", "attributes": {"k": 1}}]},
 ]
 
 
@@ -37,6 +42,7 @@ def test_the_shared_parts_give_the_message_the_encoder_builds(kind: str) -> None
         expected = exporter.encoder.request(batch, project)
         for _ in range(2):
             assert _parsed(request_bytes(exporter.encoder, batch, project, parts)) == expected
+        assert _parsed(request_bytes(exporter.encoder, batch, project, None)) == expected  # alone, unshared
     assert parts.hits > 0
 
 
@@ -85,3 +91,25 @@ async def test_open_exporters_share_parts_and_send_what_one_alone_sends() -> Non
                     await exp.aclose()
     assert len(bodies[True]) == 3
     assert bodies[True][0] == bodies[False][0]  # otlp_http's request, the same either way
+
+
+_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False), st.text(max_size=80), st.binary(max_size=8),
+    st.lists(st.one_of(st.integers(-5, 5), st.text(max_size=5), st.none()), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(-5, 5), max_size=2),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(attributes=st.dictionaries(st.text(max_size=20), _VALUES, max_size=8))
+def test_attributes_are_written_byte_for_byte_as_protobuf_writes_them(attributes) -> None:
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
+
+    from shipper.otlp.encode import add_attributes
+    from shipper.otlp.wire import _attributes_bytes
+
+    expected = PbSpan()
+    add_attributes(expected.attributes, attributes)
+    for _ in range(2):  # written, then from the kept (key, value) entries
+        assert _attributes_bytes(attributes) == expected.SerializeToString()

@@ -157,8 +157,8 @@ class HTTPExporter:
 
     content_type = PROTOBUF
     shared_protobuf = True
-    """Protobuf bodies are `encode(request)` = `SerializeToString`, so `body` may build them from shared
-    per-span parts; a subclass whose `encode` changes protobuf bodies sets this False."""
+    """Protobuf bodies are `encode(request)` = `SerializeToString`, so `body` may write them with
+    `shipper.otlp.wire`; a subclass whose `encode` changes protobuf bodies sets this False."""
     credentials = "the credentials"
     """What the credentials are called in a 401/403 message, e.g. `api_key`."""
 
@@ -236,11 +236,11 @@ class HTTPExporter:
             raise permanent
 
     def body(self, spans: list[Record], project: str | None) -> bytes:
-        """The request body. Protobuf is built from per-span parts every exporter shares
-        (`shipper.otlp.wire`: a span sent to three backends is encoded about once); other encodings
-        go through `encode`."""
-        if self.content_type == PROTOBUF and self.shared_protobuf and wire.shared():
-            return wire.request_bytes(self.encoder, spans, project)
+        """The request body. Protobuf is written by `shipper.otlp.wire` (a third cheaper than building
+        messages), from per-span parts every open exporter shares (a span sent to three backends is
+        encoded about once); other encodings go through `encode`."""
+        if self.content_type == PROTOBUF and self.shared_protobuf:
+            return wire.request_bytes(self.encoder, spans, project, wire.PARTS if wire.shared() else None)
         return self.encode(self.encoder.request(spans, project))
 
     async def _send(self, project: str | None, spans: list[Record]) -> None:

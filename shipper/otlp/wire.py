@@ -93,7 +93,7 @@ def _attribute(key: str, value: Any) -> bytes:
             return _upb_attribute(key, value)
         any_value = b"\x0a" + varint(len(raw)) + raw
     elif kind is bool:
-        any_value = b"\x08\x01" if value else b"\x08\x00"
+        any_value = b"\x10\x01" if value else b"\x10\x00"
     elif kind is int and _INT64[0] <= value <= _INT64[1]:
         any_value = b"\x18" + varint(value if value >= 0 else value + (1 << 64))
     elif kind is float:
@@ -199,6 +199,13 @@ def shared() -> bool:
     return len(_SHARERS) > 1
 
 
+def whole_span_bytes(encoder: Encoder, rec: Record) -> bytes:
+    """The encoded `Span` of `rec` as `encoder` sends it, nothing shared (one exporter alone)."""
+    pb = PbSpan()
+    fill_core(pb, rec)
+    return pb.SerializeToString() + _attributes_bytes(encoder.attributes(rec))
+
+
 def span_bytes(encoder: Encoder, rec: Record, key: bytes | None = None, parts: SpanParts = PARTS) -> bytes:
     """The encoded `Span` of `rec` as `encoder` sends it, from shared parts where it can."""
     if key is None:
@@ -247,8 +254,9 @@ def span_bytes(encoder: Encoder, rec: Record, key: bytes | None = None, parts: S
 
 
 def request_bytes(encoder: Encoder, records: Iterable[Record], project: str | None = None,
-                  parts: SpanParts = PARTS) -> bytes:
-    """`encoder.request(records, project).SerializeToString()`, built from shared per-span parts."""
+                  parts: SpanParts | None = PARTS) -> bytes:
+    """`encoder.request(records, project).SerializeToString()`, built from shared per-span parts (or,
+    with `parts` None, each span encoded whole: for an exporter alone)."""
     by_resource: dict[bytes, tuple[dict[str, Any], list[Record]]] = {}
     for rec in records:
         resource = encoder.resource_attributes(rec, project)
@@ -256,7 +264,10 @@ def request_bytes(encoder: Encoder, records: Iterable[Record], project: str | No
         by_resource.setdefault(key, (resource, []))[1].append(rec)
     out: list[bytes] = []
     for resource, group in by_resource.values():
-        spans = b"".join(_field(b"\x12", span_bytes(encoder, rec, None, parts)) for rec in group)
+        if parts is None:
+            spans = b"".join([_field(b"\x12", whole_span_bytes(encoder, rec)) for rec in group])
+        else:
+            spans = b"".join([_field(b"\x12", span_bytes(encoder, rec, None, parts)) for rec in group])
         scope_spans = _field(b"\x0a", _SCOPE) + spans
         message = Resource()
         add_attributes(message.attributes, resource)
