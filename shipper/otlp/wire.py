@@ -18,6 +18,8 @@ the merged mapping instead, as `Encoder` does (the later group wins), so the out
 
 from __future__ import annotations
 
+import functools
+import inspect
 import struct
 import weakref
 from collections import OrderedDict
@@ -37,7 +39,8 @@ __all__ = ["CACHE_SPANS", "PARTS", "PURE", "SpanParts", "join", "leave", "reques
 CACHE_SPANS = 4096
 """Records whose parts are kept: about 2.5 KiB each for the benchmark's LLM span (10 MiB in all)."""
 PURE: frozenset[Callable[..., Any]] = frozenset({genai_attributes, openinference_attributes})
-"""Mappers whose output depends on the record alone, so their encoding can be shared."""
+"""Mappers whose output depends on the record alone, so their encoding can be shared (also as a
+`functools.partial` with keyword arguments: otlp_http's `gen_ai.*` mapper)."""
 _RAW = "attributes"
 _SCOPE = SCOPE.SerializeToString()
 _VARINT = [bytes([i]) for i in range(128)]
@@ -199,6 +202,34 @@ def shared() -> bool:
     return len(_SHARERS) > 1
 
 
+def _token(mapper: Any) -> Any:
+    """What identifies a pure mapper's output (None: not pure). A `functools.partial` of a pure function
+    with keyword arguments is pure too; with only its defaults it is the function itself."""
+    try:
+        if mapper in PURE:
+            return mapper
+    except TypeError:  # unhashable
+        return None
+    if isinstance(mapper, functools.partial) and mapper.func in PURE and not mapper.args:
+        try:
+            defaults = {name: p.default for name, p in inspect.signature(mapper.func).parameters.items()}
+            if all(defaults.get(k, inspect.Parameter.empty) == v for k, v in mapper.keywords.items()):
+                return mapper.func
+            return (mapper.func, tuple(sorted(mapper.keywords.items())))
+        except (TypeError, ValueError):  # unhashable or unreadable arguments: not shared
+            return None
+    return None
+
+
+def _tokens(encoder: Encoder) -> tuple[Any, ...]:
+    """The `_token` of each of the encoder's mappers, worked out once per encoder."""
+    tokens = getattr(encoder, "_wire_tokens", None)
+    if tokens is None or tokens[0] is not encoder.mappers:
+        tokens = (encoder.mappers, tuple(_token(m) for m in encoder.mappers))
+        encoder._wire_tokens = tokens  # type: ignore[attr-defined]
+    return tokens[1]
+
+
 def whole_span_bytes(encoder: Encoder, rec: Record) -> bytes:
     """The encoded `Span` of `rec` as `encoder` sends it, nothing shared (one exporter alone)."""
     pb = PbSpan()
@@ -215,7 +246,8 @@ def span_bytes(encoder: Encoder, rec: Record, key: bytes | None = None, parts: S
             return encoder.span(rec).SerializeToString()
     entry = parts.entry(key)
     mappers = encoder.mappers
-    done = entry.spans.get(mappers)
+    tokens = _tokens(encoder)
+    done = entry.spans.get(tokens)
     if done is not None:
         return done
     core = entry.core
@@ -226,11 +258,11 @@ def span_bytes(encoder: Encoder, rec: Record, key: bytes | None = None, parts: S
     groups: list[Group] = []
     all_pure = True
     cache = entry.groups
-    for mapper in mappers:
-        if mapper in PURE:
-            group = cache.get(mapper)
+    for mapper, token in zip(mappers, tokens):
+        if token is not None:
+            group = cache.get(token)
             if group is None:
-                group = cache[mapper] = _group(mapper(rec))
+                group = cache[token] = _group(mapper(rec))
         else:
             all_pure = False
             group = _group(mapper(rec))
@@ -249,7 +281,7 @@ def span_bytes(encoder: Encoder, rec: Record, key: bytes | None = None, parts: S
     else:
         out = core + b"".join([g[0] for g in groups])
     if all_pure:
-        entry.spans[mappers] = out
+        entry.spans[tokens] = out
     return out
 
 
