@@ -105,7 +105,8 @@ class Daemon:
     """`python -m shipper run -c CONFIG` with its socket, spool and state in a directory of its own."""
 
     def __init__(self, exporters: dict[str, Any], extra: dict[str, Any] | None = None,
-                 receivers: dict[str, Any] | None = None) -> None:
+                 receivers: dict[str, Any] | None = None, pinned: bool = True) -> None:
+        self.pinned = pinned
         self.root = short_dir("shd")
         self.socket = str(self.root / "s.sock")
         self.spool = str(self.root / "spool")
@@ -132,7 +133,8 @@ class Daemon:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "shipper", "run", "-c", str(self.config_path)],
                                          stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=self.root)
-        pin(self.proc.pid, SERVICE_CPUS)
+        if self.pinned:
+            pin(self.proc.pid, SERVICE_CPUS)
 
         def ready() -> bool:
             assert self.proc is not None

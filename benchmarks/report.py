@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 ORDER = ("none", "floor", "span_up", "traced_up", "span_down", "traced_down", "span_deaf", "traced_deaf", "otel",
-         "floor_paced", "span_paced", "traced_paced", "otel_paced", "shipper_up", "shipper_down")
+         "floor_paced", "span_paced", "traced_paced", "otel_paced", "floor_default", "span_default", "traced_default",
+         "shipper_up", "shipper_down")
 LABELS = {
     "none": "no tracing", "floor": "raw floor (dict+orjson+send)", "span_up": "shipper.span, daemon up",
     "traced_up": "@traced, daemon up", "span_down": "shipper.span, daemon down", "traced_down": "@traced, daemon down",
@@ -14,6 +15,8 @@ LABELS = {
     "span_paced": "shipper.span, daemon up, 5k/s", "traced_paced": "@traced, daemon up, 5k/s",
     "otel_paced": "OpenTelemetry SDK, 5k/s", "shipper_up": "shipper, daemon up",
     "shipper_down": "shipper, daemon down",
+    "floor_default": "raw floor, default-config daemon", "span_default": "shipper.span, default-config daemon",
+    "traced_default": "@traced, default-config daemon",
 }
 
 
@@ -75,7 +78,9 @@ def render(result: dict[str, Any]) -> str:
         for name, value in (daemon.get("ratios") or {}).items():
             out.append(f"Ratio {name}: {value}")
     peer = result.get("peer")
-    if peer:
+    if peer and peer.get("skipped"):
+        out.append(f"\nOTLP in -> out beside Rotel: skipped ({peer['skipped']})")
+    elif peer:
         out.append(f"\nOTLP/HTTP in -> OTLP/HTTP out beside Rotel ({peer['n']} spans, median of {peer['rounds']} "
                    f"interleaved rounds; {peer['settings']})")
         rows = [[name, v["us_per_span"], v["spans_per_cpu_s"], v["bytes_in_per_span"], v["bytes_out_per_span"],

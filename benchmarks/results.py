@@ -79,7 +79,7 @@ def figures(result: dict[str, Any]) -> dict[str, Figure]:
         for name, value in (daemon.get("ratios") or {}).items():
             out[f"daemon.ratio.{name}"] = (value, "lower", None)
     peer = result.get("peer")
-    if peer:
+    if peer and not peer.get("skipped"):
         for name, v in peer["variants"].items():
             spread = _spread([r["us_per_span"] for r in v.get("runs", [])])
             out[f"peer.{name}.us_per_span"] = (v["us_per_span"], "lower", spread)

@@ -19,6 +19,12 @@ def evaluate(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     cost = result.get("span_cost")
     if cost:
         v, ratios = cost["variants"], cost["ratios"]
+        for name, floor in (("span_default", "floor_default"), ("traced_default", "floor_default")):
+            for key in ("p50", "cpu"):  # issue 12: the tight loop, daemon on the embedded default, unpinned
+                value = ratios.get(f"{name}/{floor} {key}")
+                if value is not None:
+                    out[f"{name} {key} <= 1.5x floor (tight, default config)"] = _target(
+                        "<= 1.5", value, _le(value, 1.5), f"{name}/{floor} {key}")
         for name in ("span_paced", "traced_paced"):  # like for like: every send succeeds, nothing spooled
             p50, cpu = ratios.get(f"{name}/floor_paced p50"), ratios.get(f"{name}/floor_paced cpu")
             out[f"{name} p50 <= 1.5x floor"] = _target("<= 1.5", p50, _le(p50, 1.5), f"{name}/floor_paced p50")
@@ -55,7 +61,7 @@ def evaluate(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
             out["emit -> backend p99 <= 1.5 s at defaults"] = _target("<= 1500 ms", p99, p99 <= 1500,
                                                                      "daemon.latency.p99_ms")
     peer = result.get("peer")
-    if peer:
+    if peer and not peer.get("skipped"):
         ratio = peer.get("ratio_cpu_shipper_over_rotel")
         out["OTLP in -> OTLP out <= 1.5x Rotel CPU per span"] = _target(
             "<= 1.5", ratio, None if ratio is None else ratio <= 1.5, "peer.ratio_cpu_shipper_over_rotel")
