@@ -76,7 +76,7 @@ def _literal_prefilter(names: list[str], others: list[str]) -> Callable[[str], A
     plain = tuple(dict.fromkeys(needle for how, needle in needles if how == "plain"))
     cased = tuple(dict.fromkeys(needle for how, needle in needles if how == "cased"))
     aws = _AWS_PREFIX if "aws_access_key" in names else None
-    rest = _prefilter(others)
+    rest = _prefilter(others) if others else None
 
     def could_match(text: str) -> Any:
         for needle in plain:
@@ -89,7 +89,7 @@ def _literal_prefilter(names: list[str], others: list[str]) -> Callable[[str], A
             for needle in cased:
                 if needle in folded:
                     return True
-        return rest(text)
+        return None if rest is None else rest(text)
 
     return could_match
 
@@ -184,6 +184,7 @@ class RedactProcessor:
         globs = [*config.keys, *(SECRET_KEYS if "secret_keys" in enabled else [])]
         self._key_regex = re.compile("|".join(fnmatch.translate(g.lower()) for g in globs)) if globs else None
         self._key_verdicts: dict[str, bool] = {}
+        self._keys: dict[str, tuple[bool, str | None]] = {}
 
     def _secret_key(self, key: str) -> bool:
         verdict = self._key_verdicts.get(key)
@@ -192,6 +193,16 @@ class RedactProcessor:
             if len(self._key_verdicts) < _KEY_CACHE:
                 self._key_verdicts[key] = verdict
         return verdict
+
+    def _key(self, key: str) -> tuple[bool, str | None]:
+        """(is it a secret key, its masked text or None when unchanged), kept: keys repeat."""
+        info = self._keys.get(key)
+        if info is None:
+            masked = key if self._any(key) is None else self.text(key)
+            info = (self._secret_key(key), None if masked == key else masked)
+            if len(self._keys) < _KEY_CACHE:
+                self._keys[key] = info
+        return info
 
     def text(self, value: str) -> str:
         """`value` with every pattern's matches masked (again, should masking make a new match appear)."""
@@ -214,9 +225,10 @@ class RedactProcessor:
             return value if self._any(value) is None else self.text(value)
         if kind is dict:
             out = None
-            any_, secret_key, walk = self._any, self._secret_key, self.value
+            any_, key_info, walk = self._any, self._key, self.value
             for key, item in value.items():
-                if secret_key(key):
+                secret, masked_key = key_info(key) if type(key) is str else (False, None)
+                if secret:
                     new = KEY_MASK
                 elif type(item) is str:
                     new = item if any_(item) is None else self.text(item)
@@ -224,7 +236,7 @@ class RedactProcessor:
                     new = walk(item)
                 else:
                     new = item
-                new_key = key if any_(key) is None else self.text(key)
+                new_key = key if masked_key is None else masked_key
                 if new is not item or new_key is not key:
                     if out is None:
                         out = dict(value)
