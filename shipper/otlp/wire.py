@@ -142,12 +142,13 @@ def _attributes_bytes(attributes: dict[str, Any]) -> bytes:
     return b"".join(out)
 
 
-Group = tuple[bytes, dict[str, Any]]
-"""(encoded attributes, the mapping itself) of one attribute group of a span."""
+Group = tuple[bytes, tuple[str, ...]]
+"""(encoded attributes, their keys) of one attribute group of a span (the mapping itself is not kept:
+a kept entry should cost little to keep and to drop)."""
 
 
 def _group(attributes: dict[str, Any]) -> Group:
-    return _attributes_bytes(attributes), attributes
+    return _attributes_bytes(attributes), tuple(attributes)
 
 
 class _Entry:
@@ -271,13 +272,13 @@ def span_bytes(encoder: Encoder, rec: Record, key: bytes | None = None, parts: S
     if raw is None:
         raw = cache[_RAW] = _group(rec.get("attributes") or {})
     groups.append(raw)
-    merged: dict[str, Any] = {}
+    keys: set[str] = set()
     count = 0
     for group in groups:
-        merged.update(group[1])
+        keys.update(group[1])
         count += len(group[1])
-    if len(merged) != count:  # two groups name the same key: the merged mapping decides, as in Encoder
-        out = core + _attributes_bytes(merged)
+    if len(keys) != count:  # two groups name the same key: the merged mapping decides, as in Encoder
+        out = core + _attributes_bytes(encoder.attributes(rec))
     else:
         out = core + b"".join([g[0] for g in groups])
     if all_pure:
