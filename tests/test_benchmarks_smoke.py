@@ -51,9 +51,17 @@ def test_quick_run_writes_a_result_with_every_part(quick_run: tuple[Path, subpro
     assert "span_up/floor p50" in result["span_cost"]["ratios"]
     assert {"none", "shipper_up", "shipper_down"} <= result["exit"]["variants"].keys()
     scenarios = result["daemon"]["scenarios"]
-    assert set(scenarios) == {"socket_file", "socket_otlp", "socket_otlp_x3", "spool_otlp", "spool_otlp_x3"}
+    assert set(scenarios) == {"socket_file", "socket_otlp", "socket_otlp_x3", "spool_otlp", "spool_otlp_x3",
+                              "socket_file_defaults", "socket_otlp_defaults", "socket_family3_defaults"}
     for figures in scenarios.values():
         assert {"spans_per_s", "cpu_s_per_100k", "spans_per_cpu_s"} <= figures.keys()
+    assert "fanout_cpu_family3/otlp" in result["daemon"]["ratios"]
+    assert {"span_default", "traced_default", "floor_default"} <= variants.keys()
+    peer = result["peer"]  # OTLP in -> out beside Rotel, or skipped where the bench extra is not installed
+    if not peer.get("skipped"):
+        assert {"shipper", "rotel"} <= peer["variants"].keys() and peer["ratio_cpu_shipper_over_rotel"]
+        for figures in peer["variants"].values():
+            assert {"us_per_span", "bytes_out_per_span", "bytes_in_per_span", "runs"} <= figures.keys()
     assert {"p50_ms", "p99_ms"} <= result["daemon"]["latency"].keys()
     assert {"rss_start_mb", "rss_max_mb", "backlog_mb", "drain_s", "lost"} <= result["outage"].keys()
     for figures in result["kafka"]["scenarios"].values():
