@@ -88,7 +88,6 @@ class Delivery:
         self._scope: anyio.CancelScope | None = None
         self._take_scope: anyio.CancelScope | None = None
         self._done = anyio.Event()
-        self._ndjson = getattr(exporter, "export_ndjson", None)
 
     def statistics(self) -> dict[str, Any]:
         """What the worker is doing, and since when it has been failing."""
@@ -148,8 +147,9 @@ class Delivery:
                     if not items:
                         return  # all dropped by drop_oldest while we waited; counted there
                     self._state = "exporting"
-                    if self._ndjson is not None:  # the exporter takes the queued lines as they are
-                        await self._ndjson([item.payload for item in items], sum(item.count for item in items))
+                    ndjson = getattr(self.exporter, "export_ndjson", None)
+                    if ndjson is not None:  # the exporter takes the queued lines as they are
+                        await ndjson([item.payload for item in items], sum(item.count for item in items))
                     else:
                         await self.exporter.export([span for item in items for span in item.spans])
         except _Stopped:

@@ -274,6 +274,8 @@ def install(pipeline: Pipeline) -> MetricsServer | None:
         exporter = getattr(sink, "exporter", None)
         if exporter is not None and hasattr(exporter, "export"):
             exporter.export = _timed(name, exporter.export)
+        if exporter is not None and hasattr(exporter, "export_ndjson"):  # the file exporter's undecoded path
+            exporter.export_ndjson = _timed(name, exporter.export_ndjson)
     pipeline.services.append(server.serve)
     log.info("Serving metrics on %s.", server.url)
     return server
