@@ -83,7 +83,8 @@ def _upb_attribute(key: Any, value: Any) -> bytes:
     """One attribute through protobuf itself (lists, mappings, bytes, other types)."""
     span = PbSpan()
     add_attributes(span.attributes, {key: value})
-    return span.SerializeToString()
+    out: bytes = span.SerializeToString()
+    return out
 
 
 def _attribute(key: str, value: Any) -> bytes:
@@ -103,7 +104,7 @@ def _attribute(key: str, value: Any) -> bytes:
         any_value = b"\x21" + _DOUBLE(value)
     else:
         return _upb_attribute(key, value)
-    body = _key(key) + b"\x12" + varint(len(any_value)) + any_value
+    body: bytes = _key(key) + b"\x12" + varint(len(any_value)) + any_value
     return b"\x4a" + varint(len(body)) + body
 
 
@@ -235,7 +236,8 @@ def whole_span_bytes(encoder: Encoder, rec: Record) -> bytes:
     """The encoded `Span` of `rec` as `encoder` sends it, nothing shared (one exporter alone)."""
     pb = PbSpan()
     fill_core(pb, rec)
-    return pb.SerializeToString() + _attributes_bytes(encoder.attributes(rec))
+    core: bytes = pb.SerializeToString()
+    return core + _attributes_bytes(encoder.attributes(rec))
 
 
 def span_bytes(encoder: Encoder, rec: Record, key: bytes | None = None, parts: SpanParts = PARTS) -> bytes:
@@ -244,7 +246,8 @@ def span_bytes(encoder: Encoder, rec: Record, key: bytes | None = None, parts: S
         try:
             key = orjson.dumps(rec)
         except TypeError:  # not JSON (never from a queue): encode it whole, share nothing
-            return encoder.span(rec).SerializeToString()
+            whole: bytes = encoder.span(rec).SerializeToString()
+            return whole
     entry = parts.entry(key)
     mappers = encoder.mappers
     tokens = _tokens(encoder)
