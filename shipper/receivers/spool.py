@@ -28,6 +28,7 @@ import fcntl
 import logging
 import os
 import stat
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,6 +133,7 @@ class SpoolReceiver:
         self._read: dict[str, int] = {}
         self._dirty = False
         self._allowed = frozenset(config.allowed_uids)
+        self._ignored: set[str] = set()  # set-aside entries that could not be moved: not looked at again
 
     def statistics(self) -> dict[str, Any]:
         """Live figures for `shipper status`: the directory and the unread bytes in it."""
@@ -180,8 +182,10 @@ class SpoolReceiver:
         delivered = 0
         names = await anyio.to_thread.run_sync(self._names)
         for name in names:
-            delivered += await self._read_file(name, deliver)
+            if name not in self._ignored:
+                delivered += await self._read_file(name, deliver)
         present = set(names)
+        self._ignored &= present
         for gone in [n for n in self._committed if n not in present]:
             del self._committed[gone]
             self._read.pop(gone, None)
@@ -287,23 +291,29 @@ class SpoolReceiver:
         return 1
 
     def _take_away(self, path: str, name: str, regular: bool) -> str:
-        """Move a regular file aside to `<dir>/.set-aside/` (never read), remove anything else."""
-        if regular:
-            aside = os.path.join(self.dir, SET_ASIDE)
+        """Move a regular file aside to `<dir>/.set-aside/` (never read), remove anything else.
+
+        What can be neither removed nor moved (a directory with content) is remembered and skipped.
+        """
+        if not regular:
             try:
-                os.makedirs(aside, mode=0o700, exist_ok=True)
-                target = os.path.join(aside, name)
-                os.rename(path, target)
-                return f"moved to {target}"
-            except OSError as exc:
-                log.error("Cannot move %s aside: %s; removing it.", path, exc.strerror)
+                os.rmdir(path) if os.path.isdir(path) and not os.path.islink(path) else os.unlink(path)
+                return "removed"
+            except FileNotFoundError:
+                return "gone already"
+            except OSError:
+                pass
+        aside = os.path.join(self.dir, SET_ASIDE)
         try:
-            os.unlink(path)
-            return "removed"
+            os.makedirs(aside, mode=0o700, exist_ok=True)
+            target = os.path.join(aside, f"{name}.{time.time_ns()}")
+            os.rename(path, target)
+            return f"moved to {target}"
         except FileNotFoundError:
             return "gone already"
         except OSError as exc:
-            return f"could not be removed: {exc.strerror}"
+            self._ignored.add(name)
+            return f"could not be moved aside ({exc.strerror}); skipped from now on"
 
     def _read_long_line(self, path: str, offset: int) -> bytes | None:
         """In a worker thread: the line at `offset` with its newline if it is at most max_record_bytes;
