@@ -103,6 +103,22 @@ class Config:
         return problems
 
 
+def _refuse(conn: socket.socket) -> None:
+    """Tell a refused sender so (it spools what it sent), stop its sends, discard what it queued, close.
+
+    Reading the queue out before closing keeps the verdict readable: a socket closed with unread data
+    resets the peer, and the reset would be all the client sees.
+    """
+    try:
+        conn.send(REFUSED)
+        conn.shutdown(socket.SHUT_RD)  # its later sends fail with EPIPE
+        while conn.recv(1, socket.MSG_TRUNC):
+            pass
+    except OSError:
+        pass
+    conn.close()
+
+
 class UnixSocketReceiver:
     """Listens on a SOCK_SEQPACKET socket; one task per connected sender."""
 
@@ -214,11 +230,7 @@ class UnixSocketReceiver:
                 self.counters.add("refused")
                 log.warning("Refused a sender with uid %d gid %d (pid %d) on %s: neither is in "
                             "allowed_uids or allowed_gids.", uid, gid, pid, self.config.path)
-                try:
-                    conn.send(REFUSED)  # so the client spools what it sent before it read this
-                except OSError:
-                    pass
-                conn.close()
+                _refuse(conn)
                 continue
             try:
                 conn.send(ACCEPTED)
