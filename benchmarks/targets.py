@@ -40,4 +40,12 @@ def evaluate(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
         rate = daemon["scenarios"].get("socket_otlp", {}).get("spans_per_cpu_s")
         out["daemon >= 50k spans/CPU-s to OTLP"] = _target(">= 50000", rate, rate is not None and rate >= 50_000,
                                                           "daemon.socket_otlp.spans_per_cpu_s")
+    soak = result.get("soak")
+    if soak:
+        t = soak["transports"]
+        for kind in ("spool", "otlp"):
+            lost = t[kind]["lost"]
+            out[f"soak: 0 lost from {kind}"] = _target("0", lost, lost == 0, f"soak.transports.{kind}.lost")
+        rss = soak["rss_peak_mb"]
+        out["soak: peak RSS under MemoryMax (512 MiB)"] = _target("<= 512 MiB", rss, rss <= 512, "soak.rss_peak_mb")
     return out
