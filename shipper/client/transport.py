@@ -12,7 +12,8 @@ lazily; the spool is a plain local append. One decision per errno:
 - after connect, the daemon's one-byte verdict (`+` accepted, `-` refused by its `allowed_uids`) is read
   without blocking before each send until it has come. Until then records are sent and a copy kept
   (at most `MAX_UNCONFIRMED` records, `MAX_UNCONFIRMED_BYTES`; past that they are spooled, `socket_unconfirmed`); on `+` the copies are
-  counted `sent` and dropped, on `-` or a close the copies are spooled (`refused`) and the socket closed.
+  counted `sent` and dropped, on `-` or a close the copies are spooled (`refused`) and the socket closed;
+  after a `-`, records are spooled as `refused` until the next connect (a second later at the earliest).
   Nothing is counted `sent` that the daemon did not take. A connection still unconfirmed when the
   transport closes has its copies spooled (the daemon may also read them: at least once, never lost).
 
@@ -27,6 +28,7 @@ race on.
 
 from __future__ import annotations
 
+import atexit
 import errno
 import math
 import os
@@ -69,6 +71,7 @@ class Transport:
         self._unconfirmed: socket.socket | None = None  # connected, verdict not read yet
         self._held: list[bytes] = []  # what was sent on `_unconfirmed`: spooled if the daemon refuses
         self._held_bytes = 0
+        self._refused = False  # the daemon's last verdict was `-`: records go to the spool as `refused`
         self._retry_at = 0.0
         self._connect_lock = threading.Lock()
         self._spool = SpoolFile(settings.spool_dir, settings.service, settings.spool_max_bytes)
@@ -117,7 +120,7 @@ class Transport:
             if self._unconfirmed is not None:
                 self._send_unconfirmed(line)
                 return
-            self._fallback(line, "socket_unavailable")
+            self._fallback(line, "refused" if self._refused else "socket_unavailable")
             return
         try:
             sock.send(line, _SEND_FLAGS)
@@ -130,9 +133,13 @@ class Transport:
         """Send on a connection whose verdict has not come yet, keeping a copy in case it is a refusal."""
         with self._connect_lock:
             sock = self._unconfirmed
-            if (sock is None or len(self._held) >= MAX_UNCONFIRMED
+            confirmed = self._sock if sock is None else None
+            if confirmed is not None:  # another thread read the verdict meanwhile: a plain send
+                reason = ""
+            elif (sock is None or len(self._held) >= MAX_UNCONFIRMED
                     or self._held_bytes + len(line) > MAX_UNCONFIRMED_BYTES):
-                reason = "socket_unconfirmed" if sock is not None else "socket_unavailable"
+                reason = ("socket_unconfirmed" if sock is not None else "refused" if self._refused
+                          else "socket_unavailable")
             else:
                 try:
                     sock.send(line, _SEND_FLAGS)
@@ -145,6 +152,14 @@ class Transport:
                     self._held.append(line)
                     self._held_bytes += len(line)
                     return
+        if confirmed is not None:
+            try:
+                confirmed.send(line, _SEND_FLAGS)
+            except OSError as exc:
+                self._send_failed(confirmed, line, exc)
+            else:
+                self.sent += 1
+            return
         self._fallback(line, reason)
 
     def _settle_locked(self) -> None:
@@ -159,6 +174,7 @@ class Transport:
         except OSError as exc:
             self._refused_locked(f"lost {self.settings.socket_path}: {exc.strerror or exc}")
             return
+        self._refused = verdict != ACCEPTED and bool(verdict)
         if verdict == ACCEPTED:
             self._unconfirmed = None
             self.sent += len(self._held)
@@ -288,6 +304,7 @@ class Transport:
         except OSError as exc:
             sock.close()
             self.socket_error = f"cannot connect to {self.settings.socket_path}: {exc.strerror or exc}"
+            self._refused = False
             return None
         self._unconfirmed, self.socket_error = sock, None
         self._settle_locked()  # a daemon that accepted at once has sent `+` already
@@ -432,4 +449,19 @@ def _after_fork_in_child() -> None:
         _active.after_fork_in_child()
 
 
+def _at_exit() -> None:
+    """At interpreter exit: settle a connection still waiting for its verdict (never waits; spools the copies)."""
+    transport = _active
+    if transport is None or transport._unconfirmed is None:
+        return
+    try:
+        with transport._connect_lock:
+            transport._settle_locked()
+            if transport._unconfirmed is not None:
+                transport._refused_locked("exited before the daemon's verdict came", "unconfirmed")
+    except Exception:
+        pass
+
+
 os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_at_exit)
