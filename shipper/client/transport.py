@@ -449,12 +449,25 @@ def _after_fork_in_child() -> None:
         _active.after_fork_in_child()
 
 
+EXIT_VERDICT_WAIT = 0.1  # seconds the interpreter's exit waits, at most, for a verdict still to come
+
+
 def _at_exit() -> None:
-    """At interpreter exit: settle a connection still waiting for its verdict (never waits; spools the copies)."""
+    """At interpreter exit: settle a connection still waiting for its verdict.
+
+    A daemon that is up answers within a millisecond, so this waits for it (at most `EXIT_VERDICT_WAIT`,
+    and only when something is unconfirmed); without an answer the copies are spooled (the daemon may
+    read them too: at least once).
+    """
     transport = _active
     if transport is None or transport._unconfirmed is None:
         return
     try:
+        import select
+
+        sock = transport._unconfirmed
+        if sock is not None:
+            select.select([sock], [], [], EXIT_VERDICT_WAIT)
         with transport._connect_lock:
             transport._settle_locked()
             if transport._unconfirmed is not None:
