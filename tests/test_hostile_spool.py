@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 from pathlib import Path
 
 import orjson
@@ -70,19 +71,27 @@ def test_a_fifo_in_the_spool_never_freezes_the_daemon(daemon: Daemon) -> None:
     assert daemon.stop(timeout=15) == 0
 
 
-def test_sockets_and_directories_in_the_spool_are_not_files(daemon: Daemon) -> None:
-    """Item 2: a Unix socket and a directory named like spool files are counted `not_a_file`, never read."""
+def test_devices_sockets_and_directories_in_the_spool_are_not_files(daemon: Daemon) -> None:
+    """Item 2: a character device (`/dev/zero`'s numbers), a Unix socket and a directory named like spool
+    files are counted `not_a_file`, never opened for reading, and removed."""
     spool = Path(daemon.spool)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(spool / "sock.1.1.ndjson"))
     (spool / "dir.1.1.ndjson").mkdir()
+    entries = 2
+    try:
+        os.mknod(spool / "zero.1.1.ndjson", stat.S_IFCHR | 0o600, os.makedev(1, 5))
+        entries += 1
+    except PermissionError:
+        pass  # no CAP_MKNOD here: the socket and the directory still stand for "not a regular file"
     try:
         daemon.start()
-        wait_for(lambda: malformed(daemon).get("not_a_file") == 2, message="both counted not_a_file")
+        wait_for(lambda: malformed(daemon).get("not_a_file") == entries, message="each counted not_a_file")
         spool_file(daemon, "app.3.3.ndjson", line(3))
         wait_records(daemon, 1, name="spool-3")
-        assert malformed(daemon).get("not_a_file") == 2  # each counted once
+        assert malformed(daemon).get("not_a_file") == entries  # each counted once
         assert not os.path.lexists(spool / "sock.1.1.ndjson") and not (spool / "dir.1.1.ndjson").exists()
+        assert not os.path.lexists(spool / "zero.1.1.ndjson")
         assert daemon.stop() == 0
     finally:
         listener.close()

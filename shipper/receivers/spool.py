@@ -78,14 +78,31 @@ class _Read:
     gone: bool = False
 
 
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
 def _open_regular(path: str, allowed: frozenset[int]) -> tuple[int, os.stat_result]:
     """Open `path` for reading only if it is a regular file with one link and an allowed owner.
 
     Raises `_Refused` with the reason otherwise, FileNotFoundError if it vanished. Never blocks: a FIFO
     opened with O_NONBLOCK returns at once, a symlink fails with ELOOP under O_NOFOLLOW.
     """
+    first = os.lstat(path)  # never open a device: opening one can have effects of its own (a tape rewinds)
+    if stat.S_ISLNK(first.st_mode):
+        raise _Refused("symlink", "a symbolic link", False)
+    if not stat.S_ISREG(first.st_mode):
+        raise _Refused("not_a_file", _kind(first.st_mode), False)
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = os.open(path, _OPEN_FLAGS)  # swapped since the lstat? O_NOFOLLOW, O_NONBLOCK and fstat still hold
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise _Refused("symlink", "a symbolic link", False) from None
@@ -95,9 +112,7 @@ def _open_regular(path: str, allowed: frozenset[int]) -> tuple[int, os.stat_resu
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or \
-                stat.S_ISBLK(st.st_mode) else "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-            raise _Refused("not_a_file", kind, False)
+            raise _Refused("not_a_file", _kind(st.st_mode), False)
         if st.st_nlink > 1:
             raise _Refused("hard_link", f"a regular file with {st.st_nlink} links (owner uid {st.st_uid})", True)
         if allowed and st.st_uid not in allowed:
