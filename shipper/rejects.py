@@ -21,7 +21,7 @@ from pathlib import Path
 import orjson
 
 from shipper.component import Context
-from shipper.processors.redact import Redact, RedactConfig
+from shipper.processors.redact import RedactConfig, RedactProcessor
 from shipper.record import Reject
 from shipper.stats import Counters
 
@@ -37,7 +37,7 @@ class RejectLog:
         self.path = directory / "rejected.ndjson"
         self.max_bytes = max_bytes
         self.counters = Counters()
-        self._redact = Redact(RedactConfig(), Context(name="rejects", state_dir=directory, counters=self.counters))
+        self._redact = RedactProcessor(RedactConfig(), Context(name="rejects", state_dir=directory, counters=self.counters))
 
     def _masked(self, line: bytes) -> str:
         """The offending bytes as text, with the default redaction applied."""

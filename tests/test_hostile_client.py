@@ -13,7 +13,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from support import Daemon, read_ndjson, wait_for, wait_records
+from support import Daemon, wait_for, wait_records
+
+from shipper.testing import read_ndjson
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO_ENV = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
@@ -107,7 +109,7 @@ def test_records_unconfirmed_at_exit_are_spooled(tmp_path: Path) -> None:
     emits and exits has spooled its record at exit instead of counting it sent and leaving it to chance."""
     import socket
 
-    from support import short_dir
+    from shipper.testing import short_dir
 
     root = Path(short_dir())
     path, spool = str(root / "s.sock"), root / "spool"

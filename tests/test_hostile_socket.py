@@ -15,7 +15,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from support import Daemon, make_span, send_seqpacket, wait_for, wait_records
+from support import Daemon, wait_for, wait_records
+
+from shipper.testing import make_span, send_seqpacket
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO_ENV = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}

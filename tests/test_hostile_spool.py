@@ -11,9 +11,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from support import Daemon, make_span, send_seqpacket, wait_for, wait_records
+from support import Daemon, wait_for, wait_records
 
 from shipper.control import ControlError
+from shipper.testing import make_span, send_seqpacket
 
 
 def line(i: int, **fields) -> bytes:
