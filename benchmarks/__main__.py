@@ -16,19 +16,22 @@ from benchmarks.machine import commit, load_average, machine, versions
 from benchmarks.processes import APP_CPUS, SERVICE_CPUS
 
 PARTS = ("span", "exit", "daemon", "outage", "kafka", "peer")
+OPTIONAL_PARTS = ("soak",)  # only when asked for with --parts: ten minutes of its own
 SETTINGS = {
     "full": {"span": {"n": 20_000, "warmup": 2_000, "reps": 5, "settle": 60.0},
              "exit": {"n": 1_000, "reps": 9},
              "daemon": {"n": 100_000, "latency_n": 3_000, "latency_rate": 1_000.0, "timeout": 300.0},
              "outage": {"seconds": 300.0, "rate": 500.0, "sample_every": 5.0},
              "kafka": {"n": 50_000, "latency_n": 2_000, "latency_rate": 200.0, "timeout": 300.0},
-             "peer": {"n": 102_400, "rounds": 3, "timeout": 300.0}},
+             "peer": {"n": 102_400, "rounds": 3, "timeout": 300.0},
+             "soak": {"seconds": 600.0, "kill_every": 60.0}},
     "quick": {"span": {"n": 300, "warmup": 100, "reps": 1, "settle": 20.0},
               "exit": {"n": 100, "reps": 1},
               "daemon": {"n": 1_000, "latency_n": 100, "latency_rate": 200.0, "timeout": 60.0},
               "outage": {"seconds": 3.0, "rate": 200.0, "sample_every": 1.0},
               "kafka": {"n": 1_000, "latency_n": 100, "latency_rate": 100.0, "timeout": 60.0},
-              "peer": {"n": 2_048, "rounds": 1, "timeout": 60.0}},
+              "peer": {"n": 2_048, "rounds": 1, "timeout": 60.0},
+              "soak": {"seconds": 20.0, "kill_every": 10.0}},
 }
 
 
@@ -36,11 +39,11 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run(mode: str, parts: list[str], out: Path, draw: bool) -> int:
+def run(mode: str, parts: list[str], out: Path, draw: bool, overrides: dict[str, dict[str, Any]] | None = None) -> int:
     """Measure the parts, write the result file (and the chart), print the tables; 1 if a part failed."""
-    from benchmarks import exit_cost, kafka, outage, peer, span_cost, throughput
+    from benchmarks import exit_cost, kafka, outage, peer, soak, span_cost, throughput
 
-    settings = SETTINGS[mode]
+    settings = {part: {**values, **(overrides or {}).get(part, {})} for part, values in SETTINGS[mode].items()}
     # SIGTERM unwinds like Ctrl-C, so the daemons and sinks of the part being measured are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.time()
@@ -59,6 +62,7 @@ def run(mode: str, parts: list[str], out: Path, draw: bool) -> int:
         "outage": ("outage", lambda s: outage.measure(s["seconds"], s["rate"], s["sample_every"], _log)),
         "kafka": ("kafka", lambda s: kafka.measure(s["n"], s["latency_n"], s["latency_rate"], s["timeout"], _log)),
         "peer": ("peer", lambda s: peer.measure(s["n"], s["rounds"], s["timeout"], _log)),
+        "soak": ("soak", lambda s: soak.measure(s["seconds"], s["kill_every"], _log)),
     }
     for part in parts:
         key, measure = steps[part]
@@ -78,8 +82,9 @@ def run(mode: str, parts: list[str], out: Path, draw: bool) -> int:
     if previous:
         rows = results.compare(results.load(previous[-1]), result, 0.25)
         print("\n" + report.render_comparison(previous[-1].name, path.name, rows, flagged_only=True))
-    if draw:
-        print(f"Chart: {chart.write([results.load(p) for p in results.listing(out)], out / 'chart.svg')}")
+    charted = [r for r in (results.load(p) for p in results.listing(out)) if r.get("span_cost")]
+    if draw and charted:  # the chart is of per-span costs: a soak-only run has none
+        print(f"Chart: {chart.write(charted, out / 'chart.svg')}")
     return 1 if result["errors"] else 0
 
 
@@ -115,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     p_run = sub.add_parser("run", help="measure, print the tables, write a result file and the chart")
     p_run.add_argument("--quick", action="store_true", help="a smoke run of a few seconds (tiny figures, noisy)")
     p_run.add_argument("--out", type=Path, default=results.RESULTS, help="results directory (default: %(default)s)")
-    p_run.add_argument("--parts", default=",".join(PARTS), help="comma-separated subset of: " + ", ".join(PARTS))
+    p_run.add_argument("--parts", default=",".join(PARTS), help="comma-separated subset of: " + ", ".join(PARTS)
+                       + f" (default), and {', '.join(OPTIONAL_PARTS)} (mixed load with kill -9, 10 minutes)")
+    p_run.add_argument("--soak-seconds", type=float, help="how long the soak part runs (default 600, quick 20)")
+    p_run.add_argument("--soak-kill-every", type=float, help="seconds between the soak's kill -9s (default 60)")
     p_run.add_argument("--no-chart", action="store_true", help="do not rewrite chart.svg")
     p_cmp = sub.add_parser("compare", help="new/old ratios of two results (default: the last two), regressions flagged")
     p_cmp.add_argument("files", nargs="*", help="OLD NEW result files")
@@ -127,10 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-        unknown = set(parts) - set(PARTS)
+        unknown = set(parts) - set(PARTS) - set(OPTIONAL_PARTS)
         if unknown:
-            parser.error(f"unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
-        return run("quick" if args.quick else "full", parts, args.out, not args.no_chart)
+            parser.error(f"unknown part(s) {', '.join(sorted(unknown))}; choose from "
+                         f"{', '.join(PARTS + OPTIONAL_PARTS)}")
+        soak = {key: value for key, value in (("seconds", args.soak_seconds), ("kill_every", args.soak_kill_every))
+                if value is not None}
+        return run("quick" if args.quick else "full", parts, args.out, not args.no_chart, {"soak": soak})
     if args.command == "compare":
         return compare(args.files, args.dir, args.threshold)
     files = results.listing(args.dir)

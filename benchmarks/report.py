@@ -104,6 +104,15 @@ def render(result: dict[str, Any]) -> str:
                    f"{outage['backlog_mb']} MiB queued on disk; daemon RSS {outage['rss_start_mb']} MiB at start, "
                    f"{outage['rss_max_mb']} MiB max, {outage['rss_end_mb']} MiB after; drained in "
                    f"{outage['drain_s']} s, {outage['lost']} of {outage['spans']} lost")
+    soak = result.get("soak")
+    if soak:
+        out.append(f"\nSoak: {soak['seconds']} s of mixed load, kill -9 every {soak['kill_every_s']:g} s "
+                   f"({soak['kills']} kills), backend flapping {'/'.join(m for m, _ in soak['schedule'])}; "
+                   f"peak daemon RSS {soak['rss_peak_mb']} MiB, drained in {soak['drain_s']} s")
+        rows = [[kind, t["emitted"], t["sent"], t["spooled"], t["delivered"], t["duplicated"], t["lost"]]
+                for kind, t in soak["transports"].items()]
+        out.append(_table(["transport", "emitted", "sent", "spooled", "delivered", "duplicated", "lost"], rows))
+        out.append(f"Socket loss per kill: {soak['socket_lost_per_kill']}; daemon drops: {soak['daemon_dropped'] or 'none'}")
     targets = result.get("targets")
     if targets:
         out.append("\nTargets")

@@ -2,7 +2,7 @@
 
 A result is one JSON file, `<results dir>/<UTC timestamp>-<short commit>.json`, holding `schema` (1),
 `mode` (full or quick), `started_at`, `duration_s`, `commit`, `machine`, `versions`, `settings`, and one
-key per part measured (`span_cost`, `exit`, `daemon`, `outage`, `kafka`, `peer`) plus `targets`. Files are never
+key per part measured (`span_cost`, `exit`, `daemon`, `outage`, `kafka`, `peer`, `soak` when asked for) plus `targets`. Files are never
 rewritten; names sort in time order.
 """
 
@@ -99,6 +99,9 @@ def figures(result: dict[str, Any]) -> dict[str, Figure]:
     if outage:
         out["outage.rss_max_mb"] = (outage["rss_max_mb"], "lower", None)
         out["outage.drain_s"] = (outage["drain_s"], "lower", None)
+    soak = result.get("soak")
+    if soak:
+        out["soak.rss_peak_mb"] = (soak["rss_peak_mb"], "lower", None)
     return out
 
 

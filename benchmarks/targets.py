@@ -65,4 +65,12 @@ def evaluate(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
         ratio = peer.get("ratio_cpu_shipper_over_rotel")
         out["OTLP in -> OTLP out <= 1.5x Rotel CPU per span"] = _target(
             "<= 1.5", ratio, None if ratio is None else ratio <= 1.5, "peer.ratio_cpu_shipper_over_rotel")
+    soak = result.get("soak")
+    if soak:
+        t = soak["transports"]
+        for kind in ("spool", "otlp"):
+            lost = t[kind]["lost"]
+            out[f"soak: 0 lost from {kind}"] = _target("0", lost, lost == 0, f"soak.transports.{kind}.lost")
+        rss = soak["rss_peak_mb"]
+        out["soak: peak RSS under MemoryMax (512 MiB)"] = _target("<= 512 MiB", rss, rss <= 512, "soak.rss_peak_mb")
     return out

@@ -32,6 +32,9 @@ def emit_example(service: str) -> int:
             except RuntimeError:
                 pass
             root.log(output=answers, metadata={"org_id": "org-456"})
+    from shipper.client import transport
+
+    transport.active().confirm()  # the daemon's verdict on a new connection: sent, or spooled if refused
     after = shipper.statistics()
     sent = after["sent"] - before["sent"]
     spooled = after["spooled"] - before["spooled"]

@@ -17,7 +17,8 @@ Start: open sinks (queues recovered, exporters opened), then receivers (bind), t
 delivery workers among them); `task_status.started()` and the
 `ready` listeners fire only once every receiver is bound.
 Shutdown (SIGTERM, SIGINT, or `stop()`), shielded, within `shutdown_timeout`:
-  1. stop intake: cancel the receivers' tasks (senders fall back to their spool);
+  1. stop intake: receivers with a `drain()` (unix_socket) stop accepting and read what their connections'
+     kernel buffers already hold; then the receivers' tasks are cancelled (senders fall back to their spool);
   2. close the intake stream; the batcher drains what was received, processors release what they hold
      (forced), sinks queue the last batches, marks are committed;
   3. drain the delivery workers: each keeps exporting what is queued while its backend answers, and stops
@@ -163,6 +164,10 @@ class Pipeline:
                 self._emit("stopping")
                 log.info("Stopping: no more intake, flushing what was received.")
                 with anyio.move_on_after(self.settings.shutdown_timeout, shield=True) as deadline:
+                    async with anyio.create_task_group() as draining:
+                        for receiver in self.receivers.values():
+                            if hasattr(receiver, "drain"):
+                                draining.start_soon(receiver.drain)
                     intake.cancel()
                     await send.aclose()
                     await self._drained.wait()

@@ -88,3 +88,25 @@ def test_compare_flags_a_regression_beyond_the_noise(quick_run: tuple[Path, subp
     assert worse.returncode == 1, worse.stdout + worse.stderr
     line = next(row for row in worse.stdout.splitlines() if row.startswith("span_cost.span_up.cpu_ns"))
     assert "3.000" in line and "REGRESSION" in line
+
+
+def test_soak_smoke_run_counts_every_span_per_transport() -> None:
+    """`run --quick --parts soak`: 20 s of mixed load with one kill -9 and a flapping backend; per transport
+    the counters add up (delivered + lost == sent + spooled), the spool loses nothing, and the result JSON
+    holds the figures and the soak targets."""
+    with tempfile.TemporaryDirectory(prefix="shipper-soak-") as out:
+        done = _run("run", "--quick", "--parts", "soak", "--out", out, "--no-chart", timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        result = _result(Path(out))
+    soak = result["soak"]
+    assert result["errors"] == {} and soak["kills"] >= 1
+    assert set(soak["transports"]) == {"socket1", "socketN", "spool", "otlp"}
+    for kind, t in soak["transports"].items():
+        assert t["emitted"] > 0 and t["delivered"] > 0, (kind, t)
+        assert t["delivered"] + t["lost"] == t["sent"] + t["spooled"], (kind, t)
+        assert t["sent"] + t["spooled"] + t["client_dropped"] + t["unsent"] == t["emitted"], (kind, t)
+    assert soak["transports"]["spool"]["lost"] == 0
+    assert soak["backend_replies"].get("ok", 0) > 0 and len(soak["backend_replies"]) >= 2
+    assert 0 < soak["rss_peak_mb"] < 512
+    assert {"soak: 0 lost from spool", "soak: 0 lost from otlp"} <= result["targets"].keys()
+    assert "Soak:" in done.stdout

@@ -13,7 +13,8 @@ DOCS = REPO / "docs"
 # How the code names a reason when it counts a record as not delivered, or as malformed.
 _DROPS = [r'\.drop\("([a-z_]+)"', r'_give_up\(items, "([a-z_]+)"', r'_count_drop\("([a-z_]+)"',
           r'_fallback\(line, "([a-z_]+)"', r'errno\.E[A-Z]+: "([a-z_]+)"']
-_MALFORMED = [r'RecordError\(\s*"([a-z_]+)"', r'Reject\(\s*"([a-z_]+)"']
+_MALFORMED = [r'RecordError\(\s*"([a-z_]+)"', r'Reject\(\s*"([a-z_]+)"',
+              r'_Refused\(\s*"([a-z_]+)"']  # the last: spool entries that are never read
 
 
 def _reasons(patterns: list[str]) -> set[str]:
@@ -39,7 +40,7 @@ def test_every_drop_reason_in_the_code_is_in_transports_md() -> None:
 def test_every_malformed_reason_in_the_code_is_in_record_md() -> None:
     """A reason a record or line is refused under appears in docs/record.md's malformed records."""
     reasons = _reasons(_MALFORMED)
-    assert {"not_json", "bad_trace_id", "end_before_start", "torn_line"} <= reasons
+    assert {"not_json", "bad_trace_id", "end_before_start", "torn_line", "not_a_file", "symlink"} <= reasons
     assert reasons - _documented("record.md") == set()
 
 

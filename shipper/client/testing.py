@@ -77,6 +77,7 @@ class RecordingServer:
                 return read
             with conn:
                 conn.setblocking(False)
+                conn.send(transport.ACCEPTED)
                 while True:
                     try:
                         n = conn.recv_into(self._buffer)
@@ -127,6 +128,7 @@ class RecordingServer:
                         return
                     if key.data == "accept":
                         conn, _ = self._listener.accept()
+                        conn.send(transport.ACCEPTED)  # the verdict a daemon sends to a sender it takes
                         selector.register(conn, selectors.EVENT_READ, "read")
                         continue
                     conn = key.fileobj  # type: ignore[assignment]

@@ -8,7 +8,14 @@ lazily; the spool is a plain local append. One decision per errno:
 - send, any other errno (EPIPE, ECONNRESET: the daemon went away): close the socket, spool the record
   (`socket_unavailable`), reconnect a second later at the earliest;
 - connect, any errno (ENOENT, ECONNREFUSED: no daemon; EAGAIN: its backlog is full; EACCES): the daemon is
-  down, spool the record (`socket_unavailable`), try again a second later at the earliest.
+  down, spool the record (`socket_unavailable`), try again a second later at the earliest;
+- after connect, the daemon's one-byte verdict (`+` accepted, `-` refused by its `allowed_uids`) is read
+  without blocking before each send until it has come. Until then records are sent and a copy kept
+  (at most `MAX_UNCONFIRMED` records, `MAX_UNCONFIRMED_BYTES`; past that they are spooled, `socket_unconfirmed`); on `+` the copies are
+  counted `sent` and dropped, on `-` or a close the copies are spooled (`refused`) and the socket closed;
+  after a `-`, records are spooled as `refused` until the next connect (a second later at the earliest).
+  Nothing is counted `sent` that the daemon did not take. A connection still unconfirmed when the
+  transport closes has its copies spooled (the daemon may also read them: at least once, never lost).
 
 The reason goes to `statistics()["spooled_by_reason"]`; in mode `socket` the record is dropped instead and
 counted under `dropped[reason]`. A spool that cannot be written (ENOSPC, EACCES, EROFS, ENOTDIR...) drops
@@ -21,6 +28,7 @@ race on.
 
 from __future__ import annotations
 
+import atexit
 import errno
 import math
 import os
@@ -37,6 +45,9 @@ __all__ = ["Transport", "active", "configure", "emit_record", "flush", "install"
 
 SNDBUF_BYTES = 4 * 1024 * 1024  # about 6,000 records of 500 B queue in the kernel before EAGAIN
 RECONNECT_INTERVAL = 1.0  # seconds between connect attempts while the daemon is down
+MAX_UNCONFIRMED = 1024  # records sent (and copies kept) before the daemon's verdict; past that, spooled
+MAX_UNCONFIRMED_BYTES = 4 * 1024 * 1024  # and at most this many bytes of copies
+ACCEPTED = b"+"  # the daemon's verdict messages (shipper.receivers.unix_socket)
 _KEEP_SOCKET = {errno.EAGAIN: "socket_full", errno.ENOBUFS: "socket_full", errno.ENOMEM: "socket_full",
                 errno.EMSGSIZE: "too_large"}
 _SEND_FLAGS = getattr(socket, "MSG_NOSIGNAL", 0)  # EPIPE, not SIGPIPE, even if the app restored SIG_DFL
@@ -56,7 +67,11 @@ class Transport:
         self.connect_attempts = 0
         self.socket_error: str | None = None
         self.spool_error: OSError | None = None
-        self._sock: socket.socket | None = None
+        self._sock: socket.socket | None = None  # a connection the daemon accepted (its verdict was read)
+        self._unconfirmed: socket.socket | None = None  # connected, verdict not read yet
+        self._held: list[bytes] = []  # what was sent on `_unconfirmed`: spooled if the daemon refuses
+        self._held_bytes = 0
+        self._refused = False  # the daemon's last verdict was `-`: records go to the spool as `refused`
         self._retry_at = 0.0
         self._connect_lock = threading.Lock()
         self._spool = SpoolFile(settings.spool_dir, settings.service, settings.spool_max_bytes)
@@ -102,7 +117,10 @@ class Transport:
             return
         sock = self._sock or self._connect()
         if sock is None:
-            self._fallback(line, "socket_unavailable")
+            if self._unconfirmed is not None:
+                self._send_unconfirmed(line)
+                return
+            self._fallback(line, "refused" if self._refused else "socket_unavailable")
             return
         try:
             sock.send(line, _SEND_FLAGS)
@@ -110,6 +128,75 @@ class Transport:
             self._send_failed(sock, line, exc)
             return
         self.sent += 1
+
+    def _send_unconfirmed(self, line: bytes) -> None:
+        """Send on a connection whose verdict has not come yet, keeping a copy in case it is a refusal."""
+        with self._connect_lock:
+            sock = self._unconfirmed
+            confirmed = self._sock if sock is None else None
+            if confirmed is not None:  # another thread read the verdict meanwhile: a plain send
+                reason = ""
+            elif (sock is None or len(self._held) >= MAX_UNCONFIRMED
+                    or self._held_bytes + len(line) > MAX_UNCONFIRMED_BYTES):
+                reason = ("socket_unconfirmed" if sock is not None else "refused" if self._refused
+                          else "socket_unavailable")
+            else:
+                try:
+                    sock.send(line, _SEND_FLAGS)
+                except OSError as exc:
+                    reason = _KEEP_SOCKET.get(exc.errno or 0) or ""
+                    if not reason:  # the daemon closed it: a refusal, or it went away
+                        self._refused_locked(f"lost {self.settings.socket_path}: {exc.strerror or exc}")
+                        reason = "refused"
+                else:
+                    self._held.append(line)
+                    self._held_bytes += len(line)
+                    return
+        if confirmed is not None:
+            try:
+                confirmed.send(line, _SEND_FLAGS)
+            except OSError as exc:
+                self._send_failed(confirmed, line, exc)
+            else:
+                self.sent += 1
+            return
+        self._fallback(line, reason)
+
+    def _settle_locked(self) -> None:
+        """Read the daemon's verdict on `_unconfirmed` if it has come (never blocks); caller holds the lock."""
+        sock = self._unconfirmed
+        if sock is None:
+            return
+        try:
+            verdict = sock.recv(16, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return  # not accepted yet
+        except OSError as exc:
+            self._refused_locked(f"lost {self.settings.socket_path}: {exc.strerror or exc}")
+            return
+        self._refused = verdict != ACCEPTED and bool(verdict)
+        if verdict == ACCEPTED:
+            self._unconfirmed = None
+            self.sent += len(self._held)
+            self._held, self._held_bytes = [], 0
+            self._sock = sock
+            return
+        self._refused_locked(f"refused by the daemon on {self.settings.socket_path} (not in its allowed_uids "
+                             "or allowed_gids)" if verdict else f"{self.settings.socket_path} closed the connection")
+
+    def _refused_locked(self, why: str, reason: str = "refused") -> None:
+        """The unconfirmed connection is refused or gone: spool what was sent on it, close it, retry later."""
+        sock, self._unconfirmed = self._unconfirmed, None
+        held, self._held, self._held_bytes = self._held, [], 0
+        if sock is not None:
+            sock.close()
+        self.socket_error = why
+        self._retry_at = max(self._retry_at, monotonic() + RECONNECT_INTERVAL)
+        for line in held:
+            try:
+                self._fallback(line, reason)
+            except Exception:
+                self._count_drop("internal_error")
 
     def _send_failed(self, sock: socket.socket, line: bytes, exc: OSError) -> None:
         reason = _KEEP_SOCKET.get(exc.errno or 0)
@@ -121,14 +208,33 @@ class Transport:
         except Exception:
             self._count_drop("internal_error")
 
+    def confirm(self, timeout: float = 1.0) -> bool:
+        """Wait up to `timeout` s for the daemon's verdict on a new connection; True once nothing is unconfirmed.
+
+        This waits, so it is for command-line tools and tests, never for an app's hot path (emit never waits).
+        """
+        deadline = monotonic() + timeout
+        while True:
+            with self._connect_lock:
+                self._settle_locked()
+                if self._unconfirmed is None:
+                    return True
+            if monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+
     def statistics(self) -> dict[str, Any]:
-        """A snapshot of the counters and where records go."""
+        """A snapshot of the counters and where records go (the daemon's verdict read first, if it came)."""
+        if self._unconfirmed is not None:
+            with self._connect_lock:
+                self._settle_locked()
         return {
             "sent": self.sent,
             "spooled": sum(self.spooled_by_reason.values()),
             "spooled_by_reason": dict(self.spooled_by_reason),
             "dropped": dict(self.dropped),
             "socket_connected": self._sock is not None,
+            "unconfirmed": len(self._held),
             "connect_attempts": self.connect_attempts,
             "socket_error": self.socket_error,
             "spool_file": self._spool.path,
@@ -143,6 +249,10 @@ class Transport:
         """Close the socket and the spool file (releasing its lock); later records are dropped as `closed`."""
         self.emit = self._discard_closed  # type: ignore[method-assign]
         self._retry_at = math.inf
+        with self._connect_lock:
+            self._settle_locked()
+            if self._unconfirmed is not None:  # no verdict yet: keep the copies (at least once)
+                self._refused_locked("closed before the daemon's verdict came", "unconfirmed")
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
@@ -151,9 +261,11 @@ class Transport:
     def after_fork_in_child(self) -> None:
         """Forget the parent's socket and spool file (closed, never unlocked) and its counters."""
         self._connect_lock = threading.Lock()
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            sock.close()  # close(2) only: the parent's connection lives on
+        for sock in (self._sock, self._unconfirmed):
+            if sock is not None:
+                sock.close()  # close(2) only: the parent's connection lives on
+        self._sock = self._unconfirmed = None
+        self._held, self._held_bytes = [], 0
         self._spool.forget_after_fork()
         self._retry_at = 0.0
         self.sent = self.connect_attempts = 0
@@ -165,9 +277,13 @@ class Transport:
         # Threads racing to connect wait for the first one (a non-blocking connect takes microseconds)
         # and then use its socket, rather than spooling.
         with self._connect_lock:
+            if self._unconfirmed is not None:
+                self._settle_locked()
+                return self._sock
             return self._sock or self._connect_locked()
 
     def _connect_locked(self) -> socket.socket | None:
+        """Connect; the socket is `_unconfirmed` until the daemon's verdict is read (returned if it already came)."""
         now = monotonic()
         if now < self._retry_at:
             return None
@@ -188,9 +304,11 @@ class Transport:
         except OSError as exc:
             sock.close()
             self.socket_error = f"cannot connect to {self.settings.socket_path}: {exc.strerror or exc}"
+            self._refused = False
             return None
-        self._sock, self.socket_error = sock, None
-        return sock
+        self._unconfirmed, self.socket_error = sock, None
+        self._settle_locked()  # a daemon that accepted at once has sent `+` already
+        return self._sock
 
     def _disconnect(self, sock: socket.socket, exc: OSError) -> None:
         self.socket_error = f"lost {self.settings.socket_path}: {exc.strerror or exc}"
@@ -331,4 +449,32 @@ def _after_fork_in_child() -> None:
         _active.after_fork_in_child()
 
 
+EXIT_VERDICT_WAIT = 0.1  # seconds the interpreter's exit waits, at most, for a verdict still to come
+
+
+def _at_exit() -> None:
+    """At interpreter exit: settle a connection still waiting for its verdict.
+
+    A daemon that is up answers within a millisecond, so this waits for it (at most `EXIT_VERDICT_WAIT`,
+    and only when something is unconfirmed); without an answer the copies are spooled (the daemon may
+    read them too: at least once).
+    """
+    transport = _active
+    if transport is None or transport._unconfirmed is None:
+        return
+    try:
+        import select
+
+        sock = transport._unconfirmed
+        if sock is not None:
+            select.select([sock], [], [], EXIT_VERDICT_WAIT)
+        with transport._connect_lock:
+            transport._settle_locked()
+            if transport._unconfirmed is not None:
+                transport._refused_locked("exited before the daemon's verdict came", "unconfirmed")
+    except Exception:
+        pass
+
+
 os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_at_exit)
