@@ -19,8 +19,9 @@ clean stop). So a `kill -9` re-delivers from the last committed offset: at least
 revocation the offsets that are durable are committed and the partition is forgotten: marks of it still
 in flight are ignored (their records are queued anyway, and the new owner reads them again: duplicates,
 not loss). Marks carry the partition's assignment epoch so a late mark never moves an offset back.
-Records a tail sampler holds (sample.tail) are past the processors but not yet queued: as on every
-receiver, a crash loses those (see processors/tail.py).
+Records a tail sampler holds (sample.tail) are past the processors but not yet queued: the pipeline
+defers their marks until the sampler has released them (`Pipeline._commit_ready`), so a crash re-reads
+them from Kafka (committed offsets lag by up to `decision_wait`; see processors/tail.py).
 
 Backpressure: when the pipeline's intake does not take a poll's records within `pause_after`, every
 assigned partition is paused (no fetches) until it does; memory stays bounded by the client's fetch

@@ -1,4 +1,4 @@
-"""Receiver `spool`: complete lines of the append-only NDJSON spool files that clients write (SPEC §2).
+"""Receiver `spool`: complete lines of the append-only NDJSON spool files that clients write (docs/transports.md, The spool).
 
 Invariants:
 - A line counts once its `\\n` is written; bytes after the last `\\n` are left for a later read.
