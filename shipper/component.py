@@ -2,8 +2,10 @@
 
 - A **receiver** is opened (binds: after `open()` senders can connect), then `run(deliver)` hands each
   `Intake` to `deliver` (which applies backpressure) until cancelled; the pipeline calls `commit(mark)`
-  once every record of that intake (and all before it) is safely in every exporter's hands, so a
-  receiver with durable input (the spool) advances its checkpoint only then.
+  once every record of that intake (and all before it) is safely in every exporter's queue and no tail
+  sampler still holds spans begun before it, so a receiver with durable input advances its checkpoint
+  only then (the spool's offsets, Kafka's committed offsets) and an OTLP receiver answers success only
+  then.
 - A **processor** is a callable mapping a batch to a batch (`list[Record] -> list[Record]`); it counts what
   it drops. One that holds spans back (tail sampling) also has `flush(force) -> list[Record]`.
 - An **exporter** sends one batch: `export(batch)` returns when the backend took it, or raises
