@@ -5,7 +5,10 @@
   once every record of that intake (and all before it) is safely in every exporter's queue and no tail
   sampler still holds spans begun before it, so a receiver with durable input advances its checkpoint
   only then (the spool's offsets, Kafka's committed offsets) and an OTLP receiver answers success only
-  then.
+  then. A receiver whose sender waits on the commit (`answers_senders = True`: OTLP over HTTP or gRPC)
+  is committed once its records are in every exporter's queue or held by a tail sampler, never later:
+  holding a request's answer for a sampler's `decision_wait` would outlast the sender's timeout and make
+  it send everything again (docs/transports.md, "Tail sampling").
 - A **processor** is a callable mapping a batch to a batch (`list[Record] -> list[Record]`); it counts what
   it drops. One that holds spans back (tail sampling) also has `flush(force) -> list[Record]`.
 - An **exporter** sends one batch: `export(batch)` returns when the backend took it, or raises

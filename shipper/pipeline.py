@@ -87,7 +87,7 @@ class Pipeline:
         self.rejects = RejectLog(self.state_dir / "rejected")
         self._stop: anyio.Event | None = None
         self._stop_requested = False
-        self._deferred: deque[tuple[float, list[tuple[Any, Any]]]] = deque()  # (handled at, marks)
+        self._deferred: deque[tuple[float, list[tuple[Receiver, Any]]]] = deque()  # (handled at, marks)
         self._drained: anyio.Event | None = None
         self._send: MemoryObjectSendStream[tuple[Receiver, Intake]] | None = None
         self.receivers: dict[str, Receiver] = {}
@@ -293,7 +293,14 @@ class Pipeline:
         for sink in sinks:
             await sink.put(list(processed) if len(self.sinks) > 1 else processed, lines)
         self.counters.add("processed", len(processed))
-        marks = [(receiver, intake.mark) for receiver, intake in batch if intake.mark is not None]
+        marks: list[tuple[Receiver, Any]] = []
+        for receiver, intake in batch:
+            if intake.mark is None:
+                continue
+            if getattr(receiver, "answers_senders", False):
+                await receiver.commit(intake.mark)  # a waiting sender: its answer cannot wait for a sampler
+            else:
+                marks.append((receiver, intake.mark))
         if marks or self._deferred:
             self._deferred.append((time.monotonic(), marks))
         await self._commit_ready()

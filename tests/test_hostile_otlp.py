@@ -328,3 +328,28 @@ def test_a_failing_receiver_is_restarted_and_never_stops_the_daemon_or_the_other
     assert daemon.proc.poll() is None
     assert "Receiver flaky failed; restarting it" in daemon.log()
     assert daemon.stop() == 0
+
+
+def test_behind_a_tail_sampler_the_answer_does_not_wait_for_the_decision(daemons):
+    """A tail sampler holds a trace for `decision_wait`, longer than the request's `timeout`: the request is
+    answered 200 once its spans are held (not a 503 and a re-sent, duplicated request), and the spans are
+    delivered once when the sampler decides."""
+    daemon = _otlp_daemon({"timeout": "2s"},
+                          processors=[{"type": "sample", "rate": 1.0,
+                                      "tail": {"decision_wait": "4s", "keep_errors": True}}])
+    daemons.append(daemon)
+    daemon.start()
+    message = ExportTraceServiceRequest()
+    message.ParseFromString(_request(trace=7, spans=3)[0])
+    ids = set()
+    for span in message.resource_spans[0].scope_spans[0].spans:
+        span.parent_span_id = (99).to_bytes(8, "big")  # children of a root not yet ended: the trace stays open
+        ids.add(span.span_id.hex())
+    body = message.SerializeToString()
+    answer = httpx.post(_url(daemon), content=body, headers=PROTOBUF, timeout=10.0)
+    assert answer.status_code == 200
+    status = daemon.status()
+    assert status["receivers"]["otlp"].get("not_queued_in_time", 0) == 0
+    assert not daemon.records()  # still held by the sampler, not yet in the file
+    got = wait_records(daemon, 3, timeout=20.0)
+    assert sorted(r["span_id"] for r in got) == sorted(ids)  # each once: the request was not sent twice

@@ -84,6 +84,7 @@ class OTLPGRPCReceiver:
     """OTLP/gRPC TraceService on grpc.aio; one coroutine per request."""
 
     Config = Config
+    answers_senders = True  # committed once queued or held by a tail sampler (shipper.component)
 
     def __init__(self, config: Config, ctx: Context) -> None:
         self.config = config

@@ -187,6 +187,7 @@ class OTLPHTTPReceiver:
     """OTLP/HTTP traces endpoint; one task per connection."""
 
     Config = Config
+    answers_senders = True  # committed once queued or held by a tail sampler (shipper.component)
 
     def __init__(self, config: Config, ctx: Context) -> None:
         self.config = config
