@@ -165,8 +165,10 @@ def render(status: Mapping[str, Any], rate_figures: Mapping[str, Any] | None, in
                               if key not in _IN_TABLE and not isinstance(value, (dict, list)))
             if where or extra:
                 places.append(f"  {label} {name}: " + "; ".join(part for part in (where, extra) if part))
-            for partition, each in (figures.get("partitions") or {}).items():  # a kafka receiver's
-                places.append(f"    {partition}: " + ", ".join(f"{k} {_text(v)}" for k, v in each.items()))
+            partitions = figures.get("partitions")
+            for partition, each in (partitions.items() if isinstance(partitions, Mapping) else ()):  # kafka's
+                if isinstance(each, Mapping):
+                    places.append(f"    {partition}: " + ", ".join(f"{k} {_text(v)}" for k, v in each.items()))
     lines.append("")
     lines.extend(table(["COMPONENT", "STATE", "IN/S", "OUT/S", "DROP/S", "QUEUED", "OLDEST", "RECEIVED",
                         "EXPORTED", "RETRIED", "DEAD-LETTERED", "LAST ERROR"], rows, right=range(2, 11)))

@@ -236,3 +236,25 @@ def test_a_key_that_fails_at_start_names_its_line(daemon_factory) -> None:
     line = next(n for n, text in enumerate(lines, 1) if text.strip() == "metrics:") + 1  # its `endpoint:`
     assert re.search(rf"^{re.escape(str(daemon.config_path))}:{line}:\d+: metrics\.endpoint: cannot listen on ",
                      daemon.log(), re.M), daemon.log()
+
+
+def test_status_text_takes_any_figures_and_prints_no_reprs() -> None:
+    """Figures of any shape (a count where a mapping could be, None, flags, nested partitions) render as
+    words; the extra ones are listed under details."""
+    from shipper.status_text import render
+
+    status = {
+        "pid": 7, "uptime_s": 75.0, "config": None, "state_dir": "/s", "pipeline": {"received": 3},
+        "receivers": {"bus": {"received": 3, "inherited": False, "last_error": None,
+                              "partitions": {"t/0": {"committed": 5, "lag": None}}}},
+        "exporters": {"edge": {"broker": "up", "broker_up": 1, "partitions": 4, "queue_items": 0,
+                               "queue_oldest_age_s": None, "exported": 3, "last_error": "503 Service Unavailable"}},
+        "processors": {"shared[0].sample": {"dropped": {"sampled": 2}}},
+        "dropped": {"sampled": 2},
+    }
+    text = render(status, None, None)
+    assert not re.search(r"\b(None|True|False)\b", text), text
+    assert "  receiver bus: inherited no" in text and "    t/0: committed 5, lag -" in text
+    assert "exporter edge: broker up, broker_up 1, partitions 4" in text
+    assert re.search(r"^exporter edge +active .* 503 Service Unavailable$", text, re.M), text
+    assert re.search(r"^sampled +2 +processor shared\[0\]\.sample$", text, re.M), text
