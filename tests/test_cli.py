@@ -83,16 +83,18 @@ def test_status_watch_redraws_on_a_terminal_and_stays_line_oriented_otherwise(da
     send_seqpacket(daemon.socket, [b"\n".join(VALID)])
     wait_for(lambda: len(daemon.records()) == 5)
     screen = _pty_run([sys.executable, "-m", "shipper", "status", "--watch", "0.2", "--control", daemon.control],
-                      daemon.env, until=3)
-    assert screen.count("\x1b[H\x1b[2J") >= 3, screen
-    last = screen.rsplit("\x1b[2J", 1)[1]
-    assert "COMPONENT" in last and "exporter file" in last and "every 0.2s" in last
+                      daemon.env, until=4)
+    assert screen.count("\x1b[H\x1b[2J") >= 4, screen
+    whole = screen.split("\x1b[2J")[-2]  # a screen drawn in full (the last one may be cut where reading stopped)
+    assert "COMPONENT" in whole and "exporter file" in whole and "every 0.2s" in whole, whole
     piped = subprocess.Popen([sys.executable, "-m", "shipper", "status", "--watch", "0.2", "--control",
                               daemon.control], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        lines = []
+        lines: list[str] = []
         while sum(1 for line in lines if line.startswith("--- ")) < 2:
-            lines.append(piped.stdout.readline())
+            line = piped.stdout.readline()
+            assert line, f"status --watch ended: {piped.stderr.read()}"
+            lines.append(line)
     finally:
         piped.terminate()
         piped.wait(10)

@@ -163,8 +163,10 @@ def test_settings_and_metrics_apply_and_restart_only_keys_exit_1(daemon_factory)
     assert "processors: 0 -> 1 shared (redact)" in partial.stdout
     assert "state_dir: changed from" in partial.stderr and "takes a restart" in partial.stderr
     assert not os.path.exists(daemon.root / "elsewhere")
-    last = daemon.log().splitlines()[-1]
-    assert last.startswith('{"ts": ') and '"level": "error"' in last and "Reloaded" in last
+    after = daemon.log().split('"message": "Reloaded', 1)[1].splitlines()[1:]  # lines after the switch to JSON
+    entries = [orjson.loads(line) for line in after if line.strip()]
+    assert any(e["level"] == "error" and e["message"].startswith("Reloaded") and "state_dir" in e["message"]
+               for e in entries), after
     assert daemon.stop() == 0
 
 
