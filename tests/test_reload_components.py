@@ -10,11 +10,9 @@ import sys
 import urllib.request
 
 import orjson
-import pytest
 import yaml
 from support import Daemon, wait_for
 
-from shipper.receivers.unix_socket import UnixSocketReceiver
 from shipper.testing import make_span, read_ndjson, send_seqpacket
 
 APP = """
@@ -90,12 +88,9 @@ def test_exporters_swap_under_load_and_no_span_is_lost(daemon_factory) -> None:
     assert daemon.stop() == 0
 
 
-@pytest.mark.skipif(not hasattr(UnixSocketReceiver, "drain"),
-                    reason="reading out a stopped socket's connections needs UnixSocketReceiver.drain() (issue 10 "
-                           "item 5, branch hostile-a); without it the records in their kernel buffers are lost")
 def test_a_changed_socket_receiver_binds_again_under_load_and_no_span_is_lost(daemon_factory) -> None:
-    """A reload that changes the socket receiver rebinds it while an app sends: the app spools for that
-    moment and every span arrives."""
+    """A reload that changes the socket receiver rebinds it while an app sends: the old one is read out
+    (drain()), the app spools for that moment, and every span arrives."""
     daemon = daemon_factory()
     daemon.config["exporters"]["file"]["batch"] = {"max_delay": "50ms"}
     daemon.set_config().start()
