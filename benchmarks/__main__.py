@@ -14,6 +14,7 @@ from typing import Any
 from benchmarks import chart, report, results, targets
 from benchmarks.machine import commit, load_average, machine, versions
 from benchmarks.processes import APP_CPUS, SERVICE_CPUS
+from benchmarks.progress import BenchProgress
 
 PARTS = ("span", "exit", "daemon", "outage", "kafka", "peer")
 OPTIONAL_PARTS = ("soak",)  # only when asked for with --parts: ten minutes of its own
@@ -35,15 +36,23 @@ SETTINGS = {
 }
 
 
+_progress: BenchProgress | None = None
+
+
 def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    if _progress is not None:
+        _progress.log(message)
+    else:
+        print(message, file=sys.stderr, flush=True)
 
 
 def run(mode: str, parts: list[str], out: Path, draw: bool, overrides: dict[str, dict[str, Any]] | None = None) -> int:
     """Measure the parts, write the result file (and the chart), print the tables; 1 if a part failed."""
     from benchmarks import exit_cost, kafka, outage, peer, soak, span_cost, throughput
 
+    global _progress
     settings = {part: {**values, **(overrides or {}).get(part, {})} for part, values in SETTINGS[mode].items()}
+    _progress = BenchProgress(parts, mode, out)
     # SIGTERM unwinds like Ctrl-C, so the daemons and sinks of the part being measured are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.time()
@@ -66,12 +75,15 @@ def run(mode: str, parts: list[str], out: Path, draw: bool, overrides: dict[str,
     }
     for part in parts:
         key, measure = steps[part]
+        _progress.begin(part)
         _log(f"{part}: measuring ({mode})")
         try:
             result[key] = measure(settings[part])
         except Exception as exc:  # one broken part must not lose the others' figures
             result["errors"][part] = f"{type(exc).__name__}: {exc}"
             _log(f"{part}: failed: {exc}\n{traceback.format_exc()}")
+    result["part_durations_s"] = _progress.finish()
+    _progress = None
     result["targets"] = targets.evaluate(result)
     result["duration_s"] = round(time.time() - started, 1)
     result["load_average_end"] = load_average()

@@ -5,7 +5,8 @@ component declares its settings as a `@dataclass(kw_only=True)` named `Config` o
 defaults there are the only defaults (mirrored in config.example.yaml). `load_config` reads the file,
 substitutes environment variables in string values (`${VAR}`, `${VAR:-default}`; a value that is only a
 reference is re-read as YAML, so `${PORT}` can fill an integer), and builds the dataclasses. Problems are
-collected, not raised one by one: `ConfigError.problems` lists each as `FILE: key.path: what was expected`.
+collected, not raised one by one: `ConfigError.problems` lists each as `FILE:LINE:COLUMN: key.path: what
+was expected` (positions and duplicated keys: config_yaml.py).
 Unknown keys are rejected with a "did you mean".
 """
 
@@ -24,6 +25,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_typ
 import yaml
 
 from shipper import registry
+from shipper.config_yaml import locate, read_yaml
 from shipper.errors import ConfigError
 from shipper.settings import DeliveryConfig, Settings
 from shipper.values import Secret
@@ -62,6 +64,13 @@ class Config:
     processors: list[ComponentSpec]
     exporters: list[ComponentSpec]
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    marks: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)  # key path -> line, column
+
+    def locate(self, problem: str) -> str:
+        """`FILE:LINE:COLUMN: problem` for a problem that starts with a key path of this config."""
+        if problem.startswith(self.source):
+            return problem
+        return locate(problem, self.marks, self.source)
 
 
 _SECTIONS = ("receivers", "processors", "exporters")
@@ -330,13 +339,7 @@ def _named(section: str, data: Any, problems: list[str]) -> list[ComponentSpec]:
 
 def parse_config(text: str, source: str) -> Config:
     """Build a `Config` from YAML `text`; `source` names the file in every error."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{where}: invalid YAML: {problem}"]) from exc
+    raw, marks = read_yaml(text, source)  # positions of every key; duplicated keys refused
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -353,9 +356,9 @@ def parse_config(text: str, source: str) -> Config:
     if not problems and not exporters:
         problems.append("exporters: at least one exporter is required")
     if problems:
-        raise ConfigError([f"{source}: {p}" for p in problems])
+        raise ConfigError([locate(p, marks, source) for p in problems])
     return Config(source=source, settings=settings, receivers=receivers, processors=processors,
-                  exporters=exporters, raw={**raw, **sections})
+                  exporters=exporters, raw={**raw, **sections}, marks=marks)
 
 
 DEFAULT_CONFIG_NAME = "default_config.yaml"

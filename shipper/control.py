@@ -5,7 +5,7 @@ A SOCK_STREAM Unix socket (mode 0660) of this daemon's own, named after its data
 control socket another live daemon answers on, so `shipper status -c FILE` always reaches FILE's daemon. One request per connection: a JSON line
 `{"command": "status" | "reload"}`; one JSON answer: `{"ok": true, ...}` or `{"ok": false, "problems": [...]}`.
 `{"command": "tail"}` instead keeps the connection open and streams every processed span as an NDJSON
-line until the client goes; a watcher that cannot keep up misses spans (counted, `tail_lagged`), the
+line until the client goes (`"raw": true`: as received, before the processors; the socket owner only); a watcher that cannot keep up misses spans (counted, `tail_lagged`), the
 pipeline never waits for it.
 Status carries counts and figures only, never configuration values; every answer also goes through
 `security.redact`, so a secret echoed into an error text (`last_error`) leaves as `***`.
@@ -108,9 +108,14 @@ class ControlServer:
                 request = orjson.loads(data)
                 command = request.get("command") if isinstance(request, dict) else None
                 if command == "tail":
-                    await self._tail(stream)
-                    return
-                answer = redact(await self._answer(command))
+                    raw = bool(request.get("raw"))
+                    refusal = self._refuse_raw(stream) if raw else None
+                    if refusal is None:
+                        await self._tail(stream, raw)
+                        return
+                    answer = {"ok": False, "problems": [refusal]}
+                else:
+                    answer = redact(await self._answer(command, request))
             except (anyio.EndOfStream, anyio.BrokenResourceError, TimeoutError):
                 return
             except orjson.JSONDecodeError:
@@ -123,39 +128,75 @@ class ControlServer:
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 pass
 
-    async def _tail(self, stream: Any) -> None:
-        """Stream processed spans to one watcher until it disconnects."""
+    def _refuse_raw(self, stream: Any) -> str | None:
+        """Why this peer may not see records before processing (None: it may): only the socket's owner.
+
+        Raw records are what the processors would redact; the control socket is group-writable, so the
+        peer's uid (SO_PEERCRED, given by the kernel, not by the peer) must be the socket file's owner.
+        """
+        import struct
+
+        from anyio.abc import SocketAttribute
+
+        try:
+            raw_socket = stream.extra(SocketAttribute.raw_socket)
+            _pid, uid, _gid = struct.unpack("3i", raw_socket.getsockopt(
+                socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+            owner = os.stat(self.path).st_uid
+        except (OSError, AttributeError, struct.error) as exc:
+            return f"--raw needs the peer's credentials, which are not available here ({exc})"
+        if uid != owner:
+            log.warning("Refused `tail --raw` to uid %d: only the control socket's owner (uid %d) may see "
+                        "records before processing.", uid, owner)
+            return (f"--raw shows records before processing (unredacted), so only the owner of the control "
+                    f"socket (uid {owner}) may use it; you are uid {uid}. Tail without --raw.")
+        return None
+
+    async def _tail(self, stream: Any, raw: bool = False) -> None:
+        """Stream processed (or, `raw`, received) spans to one watcher until it disconnects."""
         import anyio
 
-        send, receive = anyio.create_memory_object_stream[list[dict[str, Any]]](256)
+        send, receive = anyio.create_memory_object_stream[bytes](256)
         counters = self.pipeline.stats.component("pipeline", "intake")
 
         def tap(batch: list[dict[str, Any]]) -> None:
             if not batch:
                 return
-            try:
-                send.send_nowait(batch)
+            try:  # encoded now: the records may change on their way on after this returns
+                send.send_nowait(b"".join(orjson.dumps(r) + b"\n" for r in batch))
             except anyio.WouldBlock:
                 counters.add("tail_lagged", len(batch))
 
-        self.pipeline.taps.append(tap)
+        taps = self.pipeline.raw_taps if raw else self.pipeline.taps
+        taps.append(tap)
         try:
             await stream.send(b'{"ok":true}\n')
             async with receive:
-                async for batch in receive:
-                    await stream.send(b"".join(orjson.dumps(r) + b"\n" for r in batch))
+                async for chunk in receive:
+                    await stream.send(chunk)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             pass
         finally:
-            self.pipeline.taps.remove(tap)
+            taps.remove(tap)
             send.close()
 
-    async def _answer(self, command: Any) -> dict[str, Any]:
+    async def _answer(self, command: Any, request: dict[str, Any]) -> dict[str, Any]:
         if command == "status":
-            return {"ok": True, "status": self.pipeline.status()}
+            from shipper.about import version
+
+            per_second, interval = self.pipeline.rates()
+            if request.get("settled"):  # between two batches: what was received is in every queue
+                async with self.pipeline.swapping():
+                    status = self.pipeline.status()
+            else:
+                status = self.pipeline.status()
+            return {"ok": True, "status": status, "rates": per_second,
+                    "interval_s": round(interval, 3), "version": version()}
         if command == "reload":
-            problems = await self.pipeline.reload()
-            return {"ok": not problems, "problems": problems}
+            wanted = request.get("config")
+            report = await self.pipeline.reload(wanted if isinstance(wanted, str) else None)
+            return {"ok": report.ok, "problems": report.problems, "changes": report.changes,
+                    "source": report.source}
         return {"ok": False, "problems": [f"unknown command {command!r}; expected status, reload or tail"]}
 
     async def aclose(self) -> None:
@@ -198,13 +239,13 @@ def install(pipeline: Pipeline) -> ControlServer:
     return server
 
 
-def request(path: str, command: str, timeout: float = 10.0) -> dict[str, Any]:
-    """Send one command to the daemon at `path` (blocking; for the CLI). Raises ControlError."""
+def request(path: str, command: str, timeout: float = 10.0, **fields: Any) -> dict[str, Any]:
+    """Send one command (and its `fields`) to the daemon at `path` (blocking; for the CLI). Raises ControlError."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect(path)
-        sock.sendall(orjson.dumps({"command": command}) + b"\n")
+        sock.sendall(orjson.dumps({**fields, "command": command}) + b"\n")
         data = b""
         while not data.endswith(b"\n"):
             chunk = sock.recv(1 << 20)
@@ -226,13 +267,13 @@ def request(path: str, command: str, timeout: float = 10.0) -> dict[str, Any]:
         raise ControlError(f"the daemon at {path} gave an answer that is not JSON") from exc
 
 
-def stream_tail(path: str) -> Iterator[dict[str, Any]]:
-    """Yield every span the daemon at `path` processes from now on (blocking; for `shipper tail`)."""
+def stream_tail(path: str, raw: bool = False) -> Iterator[dict[str, Any]]:
+    """Yield every span the daemon at `path` processes (`raw`: receives) from now on (for `shipper tail`)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         try:
             sock.connect(path)
-            sock.sendall(orjson.dumps({"command": "tail"}) + b"\n")
+            sock.sendall(orjson.dumps({"command": "tail", **({"raw": True} if raw else {})}) + b"\n")
         except FileNotFoundError as exc:
             raise ControlError(f"no shipper daemon is running (no control socket at {path})") from exc
         except OSError as exc:
@@ -241,6 +282,9 @@ def stream_tail(path: str) -> Iterator[dict[str, Any]]:
         first = reader.readline()
         if not first:
             raise ControlError(f"the daemon at {path} closed the connection")
+        answer = orjson.loads(first)
+        if not answer.get("ok"):
+            raise ControlError("; ".join(answer.get("problems") or ["the daemon refused"]))
         for line in reader:
             yield orjson.loads(line)
     finally:

@@ -9,6 +9,8 @@
   what is still pending is reported by `flush()` at exit.
 - Secrets: every value registered with `security.remember()` (the config's `Secret`s) is replaced by
   `***` in each line, tracebacks included, whatever code logged it.
+- `log_format: json`: one JSON object per line (`ts`, `level`, `logger`, `message`, and `exc` for a
+  traceback), for journald's and Loki's JSON parsers; the same redaction and rate limit apply.
 - DEBUG lines are never held back: whoever turns debug on wants to see everything. Below debug, the
   HTTP libraries' per-request lines (`httpx`, `httpcore`) are left out: shipper logs what fails itself.
 """
@@ -24,7 +26,7 @@ from typing import TextIO
 
 from shipper.security import redact
 
-__all__ = ["JournalFormatter", "RepeatFilter", "configure", "flush"]
+__all__ = ["JSONFormatter", "JournalFormatter", "RepeatFilter", "configure", "flush"]
 
 _NUMBER = re.compile(r"\d+")
 _CHATTY = ("httpx", "httpcore", "asyncio")
@@ -45,6 +47,25 @@ class JournalFormatter(logging.Formatter):
             level = max((lv for lv in _PRIORITY if lv <= record.levelno), default=logging.DEBUG)
             text = f"<{_PRIORITY[level]}>{text}"
         return text
+
+
+class JSONFormatter(logging.Formatter):
+    """Formats a record as one JSON object on one line, secrets replaced by `***`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import datetime
+        import json
+
+        entry = {
+            "ts": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+            .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+        }
+        if record.exc_info:
+            entry["exc"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, ensure_ascii=False)
 
 
 class RepeatFilter(logging.Filter):
@@ -102,15 +123,16 @@ def _under_journal(stream: TextIO) -> bool:
     return expected == f"{st.st_dev}:{st.st_ino}"
 
 
-def configure(level: str = "info", interval: float = 30.0, stream: TextIO | None = None) -> logging.Handler:
-    """Send the root logger to stderr, one line per event, rate-limited; replaces an earlier `configure`."""
+def configure(level: str = "info", interval: float = 30.0, stream: TextIO | None = None,
+              log_format: str = "text") -> logging.Handler:
+    """Send the root logger to stderr, one line per event (text or JSON), rate-limited; replaces an earlier one."""
     global _handler, _repeats
     stream = stream or sys.stderr
     root = logging.getLogger()
     if _handler is not None:
         root.removeHandler(_handler)
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(JournalFormatter(journal=_under_journal(stream)))
+    handler.setFormatter(JSONFormatter() if log_format == "json" else JournalFormatter(journal=_under_journal(stream)))
     _repeats = RepeatFilter(interval)
     handler.addFilter(_repeats)
     root.addHandler(handler)

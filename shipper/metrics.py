@@ -47,7 +47,8 @@ from shipper.version import VERSION
 if TYPE_CHECKING:
     from shipper.pipeline import Pipeline
 
-__all__ = ["EXPORT_LATENCY", "MetricsServer", "PipelineCollector", "install", "observe_export_latency"]
+__all__ = ["EXPORT_LATENCY", "MetricsServer", "PipelineCollector", "install", "observe_export_latency",
+           "server_for", "time_exports"]
 
 log = logging.getLogger("shipper.metrics")
 
@@ -265,17 +266,30 @@ def install(pipeline: Pipeline) -> MetricsServer | None:
     endpoint = pipeline.settings.metrics.endpoint
     if not endpoint:
         return None
+    server = server_for(pipeline, endpoint)
+    for name, sink in pipeline.sinks.items():
+        time_exports(name, getattr(sink, "exporter", None))
+    pipeline.services.append(server.serve)
+    pipeline.metrics_server = server
+    log.info("Serving metrics on %s.", server.url)
+    return server
+
+
+def server_for(pipeline: Pipeline, endpoint: str) -> MetricsServer:
+    """A bound (not yet serving) metrics server for `pipeline` on `endpoint`; ConfigError if it cannot bind."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PipelineCollector(pipeline))
     registry.register(EXPORT_LATENCY)
     ProcessCollector(registry=registry)
-    server = MetricsServer(endpoint, registry)
-    for name, sink in pipeline.sinks.items():
-        exporter = getattr(sink, "exporter", None)
-        if exporter is not None and hasattr(exporter, "export"):
-            exporter.export = _timed(name, exporter.export)
-        if exporter is not None and hasattr(exporter, "export_ndjson"):  # the file exporter's undecoded path
-            exporter.export_ndjson = _timed(name, exporter.export_ndjson)
-    pipeline.services.append(server.serve)
-    log.info("Serving metrics on %s.", server.url)
-    return server
+    return MetricsServer(endpoint, registry)
+
+
+def time_exports(name: str, exporter: Any) -> None:
+    """Observe the latency of each export call of `exporter` (one added at a reload too), once."""
+    if exporter is None or getattr(exporter, "_export_timed", False):
+        return
+    if hasattr(exporter, "export"):
+        exporter.export = _timed(name, exporter.export)
+    if hasattr(exporter, "export_ndjson"):  # the file exporter's undecoded path
+        exporter.export_ndjson = _timed(name, exporter.export_ndjson)
+    exporter._export_timed = True

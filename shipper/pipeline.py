@@ -25,8 +25,8 @@ Shutdown (SIGTERM, SIGINT, or `stop()`), shielded, within `shutdown_timeout`:
      at its first failure; at the deadline the rest stays in the queues for the next start;
   4. close sinks (exporters, then queues fsynced), then receivers (spool offsets saved, socket removed).
 Reload (SIGHUP, `shipper reload`): read and validate the config; if invalid, keep running the old one
-and report the problems; else swap the processor chains between two batches (what the old chains held
-is flushed through). Receivers and exporters need a restart to change; a reload says so.
+and report the problems; else apply every change between two batches (reload.py: processors, exporters,
+receivers, settings, metrics) and report what changed and what could not be applied.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from shipper.intake import IntakeBudget
 from shipper.queue import encode_lines
 from shipper.record import Record
 from shipper.rejects import RejectLog
+from shipper.reload import ReloadReport
 from shipper.settings import DeliveryConfig
 from shipper.sink import QueuedSink
 from shipper.stats import Stats, process_rss_bytes
@@ -61,6 +62,9 @@ from shipper.stats import Stats, process_rss_bytes
 __all__ = ["Pipeline"]
 
 log = logging.getLogger("shipper.pipeline")
+
+RATE_INTERVAL = 10.0
+"""Seconds between the counter samples behind the rates per second of `shipper status`."""
 
 Listener = Callable[[str, "Pipeline"], None]
 Service = Callable[["Pipeline"], Coroutine[Any, Any, None]]
@@ -82,6 +86,7 @@ class Pipeline:
         self.openers: list[Hook] = []  # awaited once the receivers are bound, before `ready`
         self.closers: list[Hook] = []  # awaited first at shutdown, before the sinks close
         self.taps: list[Callable[[list[Record]], None]] = []  # `shipper tail` watchers
+        self.raw_taps: list[Callable[[list[Record]], None]] = []  # `shipper tail --raw`: before processing
         self.counters = self.stats.component("pipeline", "intake")
         self.budget = IntakeBudget(self.settings.intake.max_records, self.settings.intake.max_bytes)
         self.rejects = RejectLog(self.state_dir / "rejected")
@@ -94,22 +99,38 @@ class Pipeline:
         self.sinks: dict[str, QueuedSink] = {}
         self.chain: Chain = Chain([])
         self._reload_lock: anyio.Lock | None = None
+        self._swap: anyio.Lock | None = None  # held by each batch and by a reload's swap: one, then the other
+        self._tg: Any = None
+        self._receiver_tg: Any = None
+        self._scopes: dict[tuple[str, str], anyio.CancelScope] = {}
+        self._done: dict[tuple[str, str], anyio.Event] = {}
+        self.opened: dict[str, dict[str, Any]] = {"receivers": {}, "exporters": {}}
+        self._batch_changed = False
+        self.metrics_server: Any = None  # set by metrics.install
+        self._samples: deque[tuple[float, dict[str, Any]]] = deque([(time.monotonic(), {})], maxlen=3)
         self._build()
 
-    def _context(self, section: str, name: str) -> Context:
+    def _context(self, section: str, name: str, max_record_bytes: int | None = None) -> Context:
         return Context(name=name, state_dir=self.state_dir, counters=self.stats.component(section, name),
-                       max_record_bytes=self.settings.max_record_bytes, intake=self.budget)
+                       max_record_bytes=max_record_bytes or self.settings.max_record_bytes, intake=self.budget)
 
     def _build(self) -> None:
         for spec in self.config.receivers:
-            cls = registry.load("receivers", spec.type)
-            self.receivers[spec.name] = cls(spec.config, self._context("receivers", spec.name))
+            self.receivers[spec.name] = self.make_receiver(spec)
         self.chain, own = self._chains(self.config)
         for spec in self.config.exporters:
-            cls = registry.load("exporters", spec.type)
-            ctx = self._context("exporters", spec.name)
-            self.sinks[spec.name] = QueuedSink(spec.name, cls(spec.config, ctx), own[spec.name], ctx,
-                                              spec.delivery or DeliveryConfig())
+            self.sinks[spec.name] = self.make_sink(spec, own[spec.name])
+
+    def make_receiver(self, spec: Any, max_record_bytes: int | None = None) -> Any:
+        """The (unopened) receiver of `spec`; at start and when a reload adds or changes one."""
+        cls = registry.load("receivers", spec.type)
+        return cls(spec.config, self._context("receivers", spec.name, max_record_bytes))
+
+    def make_sink(self, spec: Any, chain: Chain, max_record_bytes: int | None = None) -> QueuedSink:
+        """The (unopened) sink of exporter `spec` with its own processors `chain`; at start and at a reload."""
+        cls = registry.load("exporters", spec.type)
+        ctx = self._context("exporters", spec.name, max_record_bytes)
+        return QueuedSink(spec.name, cls(spec.config, ctx), chain, ctx, spec.delivery or DeliveryConfig())
 
     def _chains(self, config: Config) -> tuple[Chain, dict[str, Chain]]:
         limit = config.settings.max_record_bytes
@@ -136,28 +157,33 @@ class Pipeline:
             self._stop.set()
         send, receive = anyio.create_memory_object_stream[tuple[Receiver, Intake]](64)
         self._send = send
-        opened_sinks: list[QueuedSink] = []
-        opened_receivers: list[Receiver] = []
+        self._swap = anyio.Lock()
+        opened_sinks = self.opened["exporters"]
+        opened_receivers = self.opened["receivers"]
         try:
-            for sink in self.sinks.values():
+            for name, sink in self.sinks.items():
                 await sink.open()
-                opened_sinks.append(sink)
-            for receiver in self.receivers.values():
+                opened_sinks[name] = sink
+            for name, receiver in self.receivers.items():
                 await receiver.open()
-                opened_receivers.append(receiver)
+                opened_receivers[name] = receiver
             for opener in self.openers:
                 await opener()
             async with anyio.create_task_group() as tg:
+                self._tg = tg
                 tg.start_soon(self._process, receive)
                 intake = anyio.CancelScope()
-                tg.start_soon(self._run_receivers, intake)
+                await tg.start(self._run_receivers, intake)
                 await tg.start(self._signals, tg.cancel_scope)  # handlers in place before "ready"
-                for sink in self.sinks.values():
-                    tg.start_soon(sink.run)
+                tg.start_soon(self._sample_rates)
+                for name, sink in self.sinks.items():
+                    self.start_sink(name, sink)
                 for service in self.services:
-                    tg.start_soon(service, self)
-                log.info("shipper is ready: %d receivers, %d exporters, config %s.",
-                         len(self.receivers), len(self.sinks), self.config.source)
+                    self.start_service(service)
+                from shipper.status_text import plural
+
+                log.info("shipper is ready: %s, %s, config %s.", plural(len(self.receivers), "receiver"),
+                         plural(len(self.sinks), "exporter"), self.config.source)
                 self._emit("ready")
                 task_status.started()
                 await self._stop.wait()
@@ -183,10 +209,12 @@ class Pipeline:
             with anyio.CancelScope(shield=True):
                 for closer in self.closers:
                     await closer()
-                for sink in opened_sinks:
+                for sink in list(opened_sinks.values()):
                     await sink.aclose()
-                for receiver in opened_receivers:
+                for receiver in list(opened_receivers.values()):
                     await receiver.aclose()
+                opened_sinks.clear()
+                opened_receivers.clear()
             log.info("shipper stopped.")
 
     def stop(self) -> None:
@@ -195,11 +223,80 @@ class Pipeline:
         if self._stop is not None:
             self._stop.set()
 
-    async def _run_receivers(self, scope: anyio.CancelScope) -> None:
+    async def _run_receivers(self, scope: anyio.CancelScope, *,
+                             task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with scope:
             async with anyio.create_task_group() as tg:
+                self._receiver_tg = tg
+                tg.start_soon(anyio.sleep_forever)  # the group outlives its receivers: a reload adds some
                 for name, receiver in self.receivers.items():
-                    tg.start_soon(self._supervise, name, receiver)
+                    self.start_receiver(name, receiver)
+                task_status.started()
+
+    def start_receiver(self, name: str, receiver: Any) -> None:
+        """Run an opened receiver in a cancel scope of its own (so a reload can stop just this one)."""
+        scope = self._scopes[("receivers", name)] = anyio.CancelScope()
+        done = self._done[("receivers", name)] = anyio.Event()
+
+        async def run() -> None:
+            try:
+                with scope:
+                    await self._supervise(name, receiver)
+            finally:
+                done.set()
+        self._receiver_tg.start_soon(run)
+
+    def start_service(self, service: Service) -> None:
+        """Run a service (the metrics server, ...) in a cancel scope of its own; `stop_service` ends it."""
+        scope = self._scopes[("services", str(id(service)))] = anyio.CancelScope()
+
+        async def run() -> None:
+            with scope:
+                await service(self)
+        self._tg.start_soon(run)
+
+    def stop_service(self, service: Service) -> None:
+        """Cancel a service started by `start_service`."""
+        scope = self._scopes.pop(("services", str(id(service))), None)
+        if scope is not None:
+            scope.cancel()
+
+    def start_sink(self, name: str, sink: Any) -> None:
+        """Run an opened sink's delivery worker in a cancel scope of its own."""
+        scope = self._scopes[("exporters", name)] = anyio.CancelScope()
+        done = self._done[("exporters", name)] = anyio.Event()
+
+        async def run() -> None:
+            try:
+                with scope:
+                    await sink.run()
+            finally:
+                done.set()
+        self._tg.start_soon(run)
+
+    async def stop_component(self, section: str, name: str) -> None:
+        """Cancel one receiver's or sink's task and close it (a sink's queue stays on disk)."""
+        scope = self._scopes.pop((section, name), None)
+        done = self._done.pop((section, name), None)
+        component = self.opened[section].get(name)
+        drain = getattr(component, "drain", None) if section == "receivers" else None
+        if drain is not None and scope is not None:  # unix_socket: stop accepting, read what is queued
+            with anyio.move_on_after(self.settings.shutdown_timeout):
+                await drain()
+        if scope is not None:
+            scope.cancel()
+        if done is not None:
+            await done.wait()  # the task has unwound (a receiver has handed over what it read)
+        component = self.opened[section].pop(name, None)
+        if component is not None:
+            with anyio.CancelScope(shield=True):
+                await component.aclose()
+
+    def swapping(self) -> anyio.Lock:
+        """The lock a reload holds while it swaps components: no batch is in flight meanwhile."""
+        if self._swap is None:
+            self._swap = anyio.Lock()
+        return self._swap
 
     async def _supervise(self, name: str, receiver: Any) -> None:
         """Run one receiver; if it fails, log, count `receiver_error` and run it again after a backoff."""
@@ -226,13 +323,26 @@ class Pipeline:
 
         async def deliver(intake: Intake) -> None:
             assert self._send is not None
-            await budget.wait_room()
-            budget.take(len(intake.records) + len(intake.rejects), intake.size)
-            try:
-                await self._send.send((receiver, intake))
-            except BaseException:
-                budget.give_back(len(intake.records) + len(intake.rejects), intake.size)
-                raise
+            # Shielded: a receiver stopped (at a reload, or at shutdown) while it hands over what it has
+            # already read finishes the hand-over first, so those records are not lost. Bounded: the
+            # pipeline keeps consuming (and closing the stream at shutdown ends the wait), and at worst
+            # `shutdown_timeout` ends it.
+            count = len(intake.records) + len(intake.rejects)
+            with anyio.move_on_after(self.settings.shutdown_timeout, shield=True) as handover:
+                await budget.wait_room()
+                budget.take(count, intake.size)
+                try:
+                    await self._send.send((receiver, intake))
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    budget.give_back(count, intake.size)
+                    log.warning("Shutting down: %d records %s had just read were not taken in.", count,
+                                intake.source)
+                except BaseException:
+                    budget.give_back(count, intake.size)
+                    raise
+            if handover.cancelled_caught:
+                log.warning("%d records %s had read were not taken in within shutdown_timeout.", count,
+                            intake.source)
         return deliver
 
     async def _signals(self, scope: anyio.CancelScope, *,
@@ -249,23 +359,37 @@ class Pipeline:
                     self.stop()
 
     async def _process(self, receive: MemoryObjectReceiveStream[tuple[Receiver, Intake]]) -> None:
-        settings = self.settings.batch
+        from contextlib import aclosing
+
         try:
-            async for batch in batches(
-                receive,
-                max_items=settings.max_spans,
-                max_bytes=settings.max_bytes,
-                max_delay=settings.max_delay,
-                size_of=lambda item: (len(item[1].records) + len(item[1].rejects), item[1].size),
-                idle_tick=max(settings.max_delay, 0.05),
-            ):
-                await self._handle(batch)
+            ended = False
+            while not ended:
+                settings = self.settings.batch  # a reload that changes `batch` restarts this loop
+                self._batch_changed = False
+                ended = True
+                async with aclosing(batches(  # type: ignore[type-var]  # an async generator: has aclose
+                    receive,
+                    max_items=settings.max_spans,
+                    max_bytes=settings.max_bytes,
+                    max_delay=settings.max_delay,
+                    size_of=lambda item: (len(item[1].records) + len(item[1].rejects), item[1].size),
+                    idle_tick=max(settings.max_delay, 0.05),
+                )) as stream:
+                    async for batch in stream:
+                        await self._handle(batch)
+                        if self._batch_changed:  # between two batches: the batcher holds nothing
+                            ended = False
+                            break
             await self._flush_held(force=True)
         finally:
             assert self._drained is not None
             self._drained.set()
 
     async def _handle(self, batch: list[tuple[Receiver, Intake]]) -> None:
+        async with self.swapping():
+            await self._handle_batch(batch)
+
+    async def _handle_batch(self, batch: list[tuple[Receiver, Intake]]) -> None:
         if not batch:
             await self._flush_held(force=False)
             return
@@ -282,6 +406,8 @@ class Pipeline:
                 self._reject(intake)
             records.extend(intake.records)
         self.counters.add("received", len(records))
+        for tap in self.raw_taps:
+            tap(records)
         chain = self.chain  # one chain per batch, so a reload swaps between batches
         processed = chain(records) if records else records
         for tap in self.taps:
@@ -341,58 +467,68 @@ class Pipeline:
 
     # -- reload -------------------------------------------------------------------------------------
 
-    async def reload(self) -> list[str]:
-        """Re-read the config; swap processors if valid. Returns the problems (empty when reloaded)."""
+    async def reload(self, wanted: str | None = None) -> ReloadReport:
+        """Re-read the config and apply what changed (reload.py); `wanted`: the file the caller means.
+
+        The daemon reloads only from the file it runs with: a `wanted` that is another file is refused,
+        so `shipper reload -c FILE` never reports success after reading something else (and the control
+        socket cannot make the daemon read a file it was not handed).
+        """
         if self._reload_lock is None:
             self._reload_lock = anyio.Lock()
         async with self._reload_lock:  # a second SIGHUP waits for the first reload
             self._emit("reloading")
             try:
-                return await self._reload()
+                report = await self._reload(wanted)
             finally:
                 self._emit("ready")
+        if report.ok:
+            self.counters.add("reloads")
+            log.info("Reloaded %s: %s.", report.source, "; ".join(report.changes) or "nothing changed")
+        elif report.changes:
+            log.error("Reloaded %s in part: %s. Not applied: %s", report.source, "; ".join(report.changes),
+                      "; ".join(report.problems))
+        else:
+            log.error("Reload refused, the running config stays: %s", "; ".join(report.problems))
+        return report
 
-    async def _reload(self) -> list[str]:
+    async def _reload(self, wanted: str | None) -> ReloadReport:
+        from shipper import security
+        from shipper.reload import ReloadReport, apply
+
+        source = self.config_path or self.config.source
+        if wanted is not None and not _same_file(wanted, self.config_path):
+            running = self.config_path or "its embedded default config"
+            return ReloadReport(wanted, problems=[
+                f"this daemon runs {running} and reloads only from it, not from {wanted}; edit that file "
+                f"and reload, or restart the daemon with -c {wanted}"])
         try:
             new = load_config(self.config_path)
+            security.check_startup(new, self.config_path)
         except ConfigError as exc:
-            log.error("Reload refused, the running config stays: %s", "; ".join(exc.problems))
-            return exc.problems
+            return ReloadReport(str(source), problems=list(exc.problems))
+        security.remember(secret.reveal() for _, secret in security.secrets_in(new))
         try:
-            shared, own = self._chains(new)
-        except Exception as exc:  # a processor refused its settings at construction
-            log.error("Reload refused, the running config stays: %s: %s", new.source, exc)
-            return [f"{new.source}: {exc}"]
-        # Swap every chain with no await in between, so no batch sees half the new config; then
-        # release what the old chains held (tail sampling) through the new ones.
-        old_shared, self.chain = self.chain, shared
-        old_own: dict[str, Chain] = {}
-        for name, sink in self.sinks.items():
-            if name in own:
-                old_own[name], sink.chain = sink.chain, own[name]
-        held = old_shared.flush(force=True)
-        old_shared.close()
-        for name, old in old_own.items():
-            released = old.flush(force=True)
-            old.close()
-            await self.sinks[name].put_processed(released)
-        if held:
-            for sink in self.sinks.values():
-                await sink.put(list(held))
-        restart = [key for key in sorted((set(new.raw) | set(self.config.raw)) - {"processors"})
-                   if _without_processors(new.raw.get(key), key) != _without_processors(self.config.raw.get(key), key)]
-        if restart:
-            log.warning("Reloaded the processors from %s; changes to %s take effect on restart.",
-                        new.source, ", ".join(restart))
-        else:
-            log.info("Reloaded the config from %s.", new.source)
-        self.config.processors = new.processors
-        for spec in self.config.exporters:
-            spec.processors = next((s.processors for s in new.exporters if s.name == spec.name), spec.processors)
-        self.counters.add("reloads")
-        return []
+            return await apply(self, new)
+        except Exception as exc:  # a bug in a component's open/close must not take the daemon down
+            log.exception("Reload of %s failed part way.", new.source)
+            return ReloadReport(new.source, problems=[f"the reload failed part way ({type(exc).__name__}: {exc}); "
+                                                      "see the daemon's log; a restart applies the file"])
 
     # -- status -------------------------------------------------------------------------------------
+
+    async def _sample_rates(self) -> None:
+        while True:
+            await anyio.sleep(RATE_INTERVAL)
+            self._samples.append((time.monotonic(), self.stats.snapshot()))
+
+    def rates(self) -> tuple[dict[str, Any], float]:
+        """Per-second rates per component over the last sample interval (at least 1 s), and that interval."""
+        from shipper.status_text import rates
+
+        now = time.monotonic()
+        at, old = next(((t, s) for t, s in reversed(self._samples) if now - t >= 1.0), self._samples[0])
+        return rates(old, self.stats.snapshot(), now - at), now - at
 
     def status(self) -> dict[str, Any]:
         """Counts and live figures per component, for `shipper status`."""
@@ -403,8 +539,8 @@ class Pipeline:
             "rss_bytes": process_rss_bytes(),
             "config": self.config.source,
             "state_dir": str(self.state_dir),
-            "pipeline": {**snapshot.get("pipeline", {}).get("intake", {}), "tail_watchers": len(self.taps),
-                         **self.budget.statistics()},
+            "pipeline": {**snapshot.get("pipeline", {}).get("intake", {}),
+                         "tail_watchers": len(self.taps) + len(self.raw_taps), **self.budget.statistics()},
             "dropped": self.stats.dropped_totals(),
         }
         for section, components in (("receivers", self.receivers), ("exporters", self.sinks)):
@@ -424,10 +560,11 @@ class Pipeline:
         return out
 
 
-def _without_processors(section: Any, key: str) -> Any:
-    """A raw config section minus the exporters' own `processors` (those reload without a restart)."""
-    if key != "exporters" or not isinstance(section, dict):
-        return section
-    return {name: {k: v for k, v in spec.items() if k != "processors"} if isinstance(spec, dict) else spec
-            for name, spec in section.items()}
+def _same_file(wanted: str, running: str | None) -> bool:
+    if running is None:
+        return False
+    try:
+        return os.path.samefile(wanted, running)
+    except OSError:
+        return os.path.abspath(wanted) == os.path.abspath(running)
 

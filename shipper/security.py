@@ -158,4 +158,4 @@ def check_startup(config: Config, path: str | os.PathLike[str] | None) -> None:
         if spec.type == "spool":
             problems.extend(check_spool_dir(str(spec.config.dir), f"receivers.{spec.name}.dir"))
     if problems:
-        raise ConfigError([f"{config.source}: {p}" for p in problems])
+        raise ConfigError([config.locate(p) for p in problems])

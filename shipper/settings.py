@@ -116,6 +116,7 @@ class Settings:
 
     state_dir: Path = field(default_factory=lambda: Path(resolve_state_dir()))
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
     shutdown_timeout: Duration = field(default=10.0, metadata={"min": 0})
     control_socket: str = ""
     max_record_bytes: ByteSize = field(default=MAX_RECORD_BYTES, metadata={"min": 1024})

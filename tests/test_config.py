@@ -37,44 +37,44 @@ def test_embedded_default_is_valid() -> None:
 def test_unknown_key_suggests_the_right_one() -> None:
     """A misspelt key is rejected with a did-you-mean."""
     assert problems(BASE + "shutdown_timout: 5s\n") == [
-        "cfg.yaml: shutdown_timout: unknown key; did you mean 'shutdown_timeout'?"]
+        "cfg.yaml:7:1: shutdown_timout: unknown key; did you mean 'shutdown_timeout'?"]
 
 
 def test_unknown_nested_key_has_its_path() -> None:
     """The key path goes down into components."""
     text = BASE.replace("{type: file}", "{type: file, max_byts: 10}")
-    assert problems(text) == ["cfg.yaml: exporters.out.max_byts: unknown key; did you mean 'max_bytes'?"]
+    assert problems(text) == ["cfg.yaml:6:21: exporters.out.max_byts: unknown key; did you mean 'max_bytes'?"]
 
 
 def test_unknown_type_lists_the_known_ones() -> None:
     """An unknown component type says which exist."""
     text = BASE.replace("type: file", "type: fil")
-    assert problems(text) == ["cfg.yaml: exporters.out.type: unknown exporter type 'fil'; did you mean 'file'?"]
+    assert problems(text) == ["cfg.yaml:6:9: exporters.out.type: unknown exporter type 'fil'; did you mean 'file'?"]
 
 
 def test_missing_type() -> None:
     """A component without a type says so."""
     text = BASE.replace("{type: file}", "{path: /tmp/x}")
     (problem,) = problems(text)
-    assert problem.startswith("cfg.yaml: exporters.out.type: required key is missing; expected one of ")
+    assert problem.startswith("cfg.yaml:6:3: exporters.out.type: required key is missing; expected one of ")
 
 
 def test_wrong_scalar_type() -> None:
     """A string where an integer belongs names what was expected."""
     text = BASE.replace("{type: file}", "{type: file, max_files: many}")
-    assert problems(text) == ["cfg.yaml: exporters.out.max_files: expected an integer, got 'many'"]
+    assert problems(text) == ["cfg.yaml:6:21: exporters.out.max_files: expected an integer, got 'many'"]
 
 
 def test_bad_duration() -> None:
     """Durations take units; a word is refused with an example."""
     assert problems(BASE + "shutdown_timeout: soon\n") == [
-        "cfg.yaml: shutdown_timeout: expected a duration like 250ms, 5s, 2m or a number of seconds, got 'soon'"]
+        "cfg.yaml:7:1: shutdown_timeout: expected a duration like 250ms, 5s, 2m or a number of seconds, got 'soon'"]
 
 
 def test_bad_size() -> None:
     """Sizes take units; nonsense is refused with an example."""
     assert problems(BASE + "max_record_bytes: lots\n") == [
-        "cfg.yaml: max_record_bytes: expected a size like 512KiB, 16MiB or a number of bytes, got 'lots'"]
+        "cfg.yaml:7:1: max_record_bytes: expected a size like 512KiB, 16MiB or a number of bytes, got 'lots'"]
 
 
 def test_units_are_understood() -> None:
@@ -86,15 +86,15 @@ def test_units_are_understood() -> None:
 
 def test_below_minimum() -> None:
     """Ranges are checked."""
-    assert problems(BASE + "batch: {max_spans: 0}\n") == ["cfg.yaml: batch.max_spans: expected at least 1, got 0"]
+    assert problems(BASE + "batch: {max_spans: 0}\n") == ["cfg.yaml:7:9: batch.max_spans: expected at least 1, got 0"]
 
 
 def test_literal_choices() -> None:
     """An enum value outside its choices lists them."""
     assert problems(BASE + "log_level: loud\n") == [
-        "cfg.yaml: log_level: expected one of debug, info, warning, error, got 'loud'"]
+        "cfg.yaml:7:1: log_level: expected one of debug, info, warning, error, got 'loud'"]
     assert problems(BASE + "log_level: warn\n") == [
-        "cfg.yaml: log_level: expected one of debug, info, warning, error, got 'warn'; did you mean 'warning'?"]
+        "cfg.yaml:7:1: log_level: expected one of debug, info, warning, error, got 'warn'; did you mean 'warning'?"]
 
 
 def test_every_problem_is_collected() -> None:
@@ -122,7 +122,7 @@ def test_unset_env_var_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """A reference to an unset variable without a default is reported with its key."""
     monkeypatch.delenv("SHP_UNSET", raising=False)
     text = BASE.replace("{type: file}", "{type: file, path: '${SHP_UNSET}'}")
-    assert problems(text) == ["cfg.yaml: exporters.out.path: environment variable SHP_UNSET is not set "
+    assert problems(text) == ["cfg.yaml:6:21: exporters.out.path: environment variable SHP_UNSET is not set "
                               "(write ${SHP_UNSET:-default} to give a default)"]
 
 
@@ -135,7 +135,7 @@ def test_no_receivers() -> None:
 def test_socket_path_too_long() -> None:
     """Unix socket paths over 107 bytes are refused before bind."""
     text = BASE.replace("/tmp/x/s.sock", "/tmp/" + "x" * 120)
-    assert problems(text) == ["cfg.yaml: receivers.socket.path: a Unix socket path is limited to 107 bytes, got 125"]
+    assert problems(text) == ["cfg.yaml:4:31: receivers.socket.path: a Unix socket path is limited to 107 bytes, got 125"]
 
 
 def test_unreadable_file_names_it(tmp_path: Path) -> None:
@@ -162,7 +162,7 @@ def test_check_command_exit_codes(tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stderr
     fail = subprocess.run([sys.executable, "-m", "shipper", "check", "-c", str(bad)], capture_output=True, text=True)
     assert fail.returncode == 1
-    assert f"{bad}: bogus: unknown key" in fail.stderr
+    assert f"{bad}:7:1: bogus: unknown key" in fail.stderr
     usage = subprocess.run([sys.executable, "-m", "shipper", "frobnicate"], capture_output=True, text=True)
     assert usage.returncode == 2
 
@@ -197,3 +197,34 @@ def test_readme_backend_example_is_a_valid_config(monkeypatch: pytest.MonkeyPatc
     (example,) = re.findall(r"```yaml\n(.*?)```", readme, re.S)
     config = parse_config("receivers: {s: {type: unix_socket, path: /tmp/x.sock}}\n" + example, "README.md")
     assert [s.type for s in config.exporters] == ["file", "phoenix", "langfuse", "braintrust", "otlp_http"]
+
+
+def test_duplicated_key_names_both_lines() -> None:
+    """Two `exporters:` blocks are an error naming both lines, not a silent last-wins."""
+    text = BASE + "exporters:\n  other: {type: file}\n"
+    assert problems(text) == ["cfg.yaml:7:1: exporters: duplicated key; it is also written at line 5, column 1 "
+                              "(YAML would keep only the last): merge the two"]
+    nested = BASE.replace("{type: file}", "{type: file, path: /tmp/a, path: /tmp/b}")
+    assert problems(nested) == ["cfg.yaml:6:35: exporters.out.path: duplicated key; it is also written at line 6, "
+                                "column 21 (YAML would keep only the last): merge the two"]
+
+
+def test_problems_in_lists_and_block_style_carry_line_and_column() -> None:
+    """A key inside a processor list item, and a missing required key, point at where they are written."""
+    text = BASE + "processors:\n  - type: sample\n    rat: 0.5\n  - type: nosuch\n"
+    found = problems(text)
+    assert found[0].startswith("cfg.yaml:9:5: processors[0].rat: unknown key"), found
+    assert found[1].startswith("cfg.yaml:10:5: processors[1].type: unknown processor type 'nosuch'"), found
+
+
+def test_positions_survive_env_substitution_and_anchors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`${VAR}` still fills values; merge keys are not duplicates; a bad substituted value names its line."""
+    monkeypatch.setenv("SHP_TIMEOUT", "never")
+    text = BASE + "common: &c {max_spans: 5}\nbatch:\n  <<: *c\n  max_delay: 1s\nshutdown_timeout: ${SHP_TIMEOUT}\n"
+    found = problems(text)
+    assert found[0] == "cfg.yaml:7:1: common: unknown key; expected one of " + found[0].split("expected one of ")[1]
+    assert found[1] == ("cfg.yaml:11:1: shutdown_timeout: expected a duration like 250ms, 5s, 2m or a number of "
+                        "seconds, got 'never'")
+    monkeypatch.setenv("SHP_TIMEOUT", "3s")
+    config = parse_config(BASE + "batch:\n  max_spans: 5\nshutdown_timeout: ${SHP_TIMEOUT}\n", "cfg.yaml")
+    assert config.settings.shutdown_timeout == 3.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -156,7 +157,17 @@ def test_status_command_prints_counts(daemon_factory) -> None:
                          capture_output=True, text=True, env=daemon.env)
     assert out.returncode == 0, out.stderr
     assert "received 5" in out.stdout
-    assert "malformed: bad_kind 1, bad_trace_id 1," in out.stdout and f"dropped: malformed {len(INVALID)}" in out.stdout
+    lines = out.stdout.splitlines()
+    assert re.search(r"^receiver socket +listening .* 5 +- +- +- +-$", out.stdout, re.M), out.stdout
+    assert re.search(r"^exporter file +idle .* 5 +0 +0 +-$", out.stdout, re.M), out.stdout
+    assert re.search(rf"^malformed +{len(INVALID)} +pipeline$", out.stdout, re.M), out.stdout
+    assert re.search(r"^  bad_kind +1 +pipeline$", out.stdout, re.M), out.stdout
+    assert not re.search(r"\b(None|True|False)\b", out.stdout), out.stdout
+    header = next(line for line in lines if line.startswith("COMPONENT"))
+    rows = [line for line in lines if line.startswith(("receiver ", "processor ", "exporter "))]
+    for column in ("STATE", "QUEUED", "EXPORTED", "LAST ERROR"):  # every row's cells start under the header
+        at = header.index(column)
+        assert all(row[at - 1] == " " for row in rows), (column, out.stdout)
     as_json = subprocess.run([sys.executable, "-m", "shipper", "status", "--json", "--control", daemon.control],
                              capture_output=True, text=True)
     assert orjson.loads(as_json.stdout)["receivers"]["socket"]["received"] == 5

@@ -131,7 +131,7 @@ def test_metrics_endpoint_must_be_loopback_host_port(endpoint: str, problem: str
            "exporters: {f: {type: file}}\n"
     with pytest.raises(ConfigError) as err:
         parse_config(text, "t.yaml")
-    assert any(p.startswith("t.yaml: metrics.endpoint: ") and problem in p for p in err.value.problems)
+    assert any(p.startswith("t.yaml:1:11: metrics.endpoint: ") and problem in p for p in err.value.problems)
 
 
 @pytest.mark.parametrize("endpoint", ["127.0.0.1:9464", "localhost:0", "[::1]:9464"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -97,7 +98,7 @@ def test_rate_change_under_load_loses_nothing_that_should_be_kept(daemon_factory
     assert before_kept_by_old_rate, "the old rate never applied"
     assert sampled == 3 * (len(sent) - len(out)), "a span went missing without being counted as sampled"
     log = daemon.log()
-    assert "Reloaded the config from" in log and "take effect on restart" not in log
+    assert "Reloaded " in log and "processors: " in log and "Not applied" not in log
     print(f"\nreload under load: {len(sent)} traces sent, {len(after)} after the reload; {len(out)} kept whole")
 
 
@@ -112,7 +113,7 @@ def test_a_broken_config_is_refused_and_the_old_one_keeps_running(daemon_factory
     _rewrite(daemon, [{"type": "sample", "rate": 2}])
     daemon.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: "Reload refused" in daemon.log(), timeout=20, message="the refusal to be logged")
-    assert f"{path}: processors[0].rate: expected at most 1.0, got 2.0" in daemon.log()
+    assert re.search(re.escape(path) + r":\d+:\d+: processors\[0\].rate: expected at most 1.0, got 2.0", daemon.log())
 
     daemon.config_path.write_text("processors: [\n  {type: sample\n")
     done = subprocess.run([sys.executable, "-m", "shipper", "reload", "--control", daemon.control],

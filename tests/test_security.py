@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import shutil
 import signal
 import stat
@@ -267,5 +268,5 @@ def test_check_startup_raises_config_error_with_the_file_name(tmp_path) -> None:
                                           "exporters": {"f": {"type": "file"}}}), "cfg.yaml")
     with pytest.raises(ConfigError) as err:
         check_startup(config, None)
-    assert err.value.problems[0].startswith("cfg.yaml: receivers.s.dir: ")
+    assert re.match(r"cfg\.yaml:\d+:\d+: receivers\.s\.dir: ", err.value.problems[0]), err.value.problems
     assert stat.S_ISREG(os.stat(bad).st_mode)
