@@ -63,7 +63,7 @@ def rss_bytes(pid: int) -> int:
 
 def test_kill_9_while_exporting_then_restart_delivers_everything(daemon_factory) -> None:
     """kill -9 mid-export to a slow backend, then a restart: every span queued arrives at least once."""
-    with OTLPServer(default=Reply.hang(0.2)) as server:
+    with OTLPServer(default=Reply.hang(1.0)) as server:
         daemon = backend_config(daemon_factory(), server.url).start()
         send_seqpacket(daemon.socket, [b"".join(lines(i, 50)) for i in range(0, 2000, 50)])
         wait_for(lambda: exporter_status(daemon).get("queued") == 2000, message="2000 spans queued")
