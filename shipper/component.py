@@ -12,7 +12,9 @@
 - A **processor** is a callable mapping a batch to a batch (`list[Record] -> list[Record]`); it counts what
   it drops. One that holds spans back (tail sampling) also has `flush(force) -> list[Record]`.
 - An **exporter** sends one batch: `export(batch)` returns when the backend took it, or raises
-  `RetryableExportError` / `PermanentExportError` (shipper.errors) to say what can be retried.
+  `RetryableExportError` / `PermanentExportError` (shipper.errors) to say what can be retried. It may
+  return the number of the batch's records it dead-lettered itself (None: none), so they are not also
+  counted `exported`.
 Each has `open()` and an idempotent `aclose()`; `aclose()` is safe without `open()`.
 """
 
@@ -79,7 +81,7 @@ class Exporter(Protocol):
 
     async def open(self) -> None: ...
 
-    async def export(self, batch: list[Record]) -> None: ...
+    async def export(self, batch: list[Record]) -> int | None: ...
 
     async def aclose(self) -> None: ...
 

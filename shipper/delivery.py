@@ -2,7 +2,9 @@
 
 Retry lives here and only here (tenacity, sleeping with `anyio.sleep`); exporters only classify:
 
-- success: the batch is acknowledged (`exported`);
+- success: the batch is acknowledged (`exported`); an exporter that set records of it aside itself (dead-lettered
+  and counted them, as the kafka exporter does a record too large for any message) returns how many from
+  `export`, and those are not counted `exported`;
 - `RetryableExportError` (connection errors, timeouts, `shipper.errors.RETRYABLE_STATUSES`): tried again after
   `Retry-After` when the exporter passed one (`retry_after` seconds, honoured as given), else after an
   exponential backoff with equal jitter: the n-th wait is uniform in [b/2, b] with
@@ -149,9 +151,9 @@ class Delivery:
                     self._state = "exporting"
                     ndjson = getattr(self.exporter, "export_ndjson", None)
                     if ndjson is not None:  # the exporter takes the queued lines as they are
-                        await ndjson([item.payload for item in items], sum(item.count for item in items))
+                        set_aside = await ndjson([item.payload for item in items], sum(item.count for item in items))
                     else:
-                        await self.exporter.export([span for item in items for span in item.spans])
+                        set_aside = await self.exporter.export([span for item in items for span in item.spans])
         except _Stopped:
             raise
         except PermanentExportError as exc:
@@ -166,7 +168,7 @@ class Delivery:
                           "it. This is a bug: please report it.", self.name, sum(i.count for i in items))
             self._give_up(items, "exporter_error", exc, started)
         else:
-            spans = sum(item.count for item in items)
+            spans = sum(item.count for item in items) - (set_aside if isinstance(set_aside, int) else 0)
             self.counters.add("exported", spans)
             self.counters.add("export_calls")
             if self._failing_since is not None:

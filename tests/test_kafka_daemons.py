@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import anyio
 import orjson
 import pytest
 from support import Daemon, wait_for
@@ -342,3 +343,41 @@ def test_status_and_metrics_show_partitions_and_broker_state(lone_gateway: Any, 
     text = subprocess.run([sys.executable, "-m", "shipper", "status", "--control", the_edge.control],
                           capture_output=True, text=True, timeout=30).stdout
     assert "broker up" in text and "broker_up 1" in text
+
+
+def test_a_record_too_large_for_any_message_is_counted_once_even_through_retries(daemon_factory: Any) -> None:
+    """Each record is counted once, `exported` or `dead_lettered`: the broker is down at first (the batch
+    is retried: nothing dead-lettered yet), then up: the small records go, the huge one is dead-lettered
+    once as too_large and not counted exported."""
+    from kafka_broker import Broker
+    from test_kafka import consume_all
+
+    from shipper.receivers.kafka import decode_message
+
+    broker = Broker()  # its port chosen, not listening yet
+    try:
+        topic = unique("too-large")
+        the_edge = edge(daemon_factory, broker, topic, encoding="record_v1", max_message_bytes=2048,
+                        timeout="1s").start()
+        small = spans(3, 2)
+        huge = spans(1, 1, output="y" * 5000)
+        send(the_edge, [*small, *huge])
+        wait_for(lambda: the_edge.status()["exporters"]["bus"].get("retried", 0) >= 2, 30, 0.1,
+                 "the batch to be retried while the broker is down")
+        down = the_edge.status()["exporters"]["bus"]
+        assert down["exported"] == 0 and down["dead_lettered"] == 0 and not down.get("dropped")
+        broker.start()
+        wait_for(lambda: the_edge.status()["exporters"]["bus"]["exported"] >= len(small), 30, 0.1,
+                 "the small records to be exported")
+        time.sleep(0.3)
+        out = the_edge.status()["exporters"]["bus"]
+        assert (out["exported"], out["dead_lettered"], out["dropped"]) == (len(small), 1, {"too_large": 1})
+        assert the_edge.status()["dropped"] == {"too_large": 1}
+        letters = read_ndjson(the_edge.state / "deadletter" / "bus.ndjson")
+        assert [(d["reason"], [r["span_id"] for r in d["records"]]) for d in letters] == \
+            [("too_large", [huge[0]["span_id"]])]
+        messages = anyio.run(consume_all, broker.address, topic, out["kafka_messages"])
+        got = [r["span_id"] for m in messages for r in decode_message(m.value, "auto", 1 << 20)[0]]
+        assert sorted(got) == sorted(r["span_id"] for r in small)
+    finally:
+        broker.cleanup()

@@ -14,8 +14,10 @@ Per batch: the spans are grouped by the partition their trace id maps to (the Ja
 partitioner over the topic's partitions) and by `project`; each group becomes one message, keyed by the
 trace id of its first trace (every trace in it maps to the same partition, so the key agrees with where
 the message is). A group whose value is over `max_message_bytes` is split in halves, whole traces first,
-until each part fits; a single record over it cannot be sent: it is dead-lettered with reason
-`too_large` (counted, the rest of the batch goes). Messages are sent with `acks` (default all) and
+until each part fits; a single record over it cannot be sent: once the rest of the batch is
+acknowledged it is dead-lettered with reason `too_large` and counted `dead_lettered`, not `exported` (export
+returns how many it set aside; an attempt that fails dead-letters nothing, so a retried batch
+dead-letters them once). Messages are sent with `acks` (default all) and
 `compression`; the batch succeeds once the broker acknowledged every message.
 
 Failures are classified like any backend's, for the durable queue and the delivery worker: a broker that
@@ -208,10 +210,12 @@ class KafkaExporter:
 
     # -- sending ------------------------------------------------------------------------------------
 
-    async def export(self, batch: list[Record]) -> None:
-        """Send the batch; return once the broker acknowledged every message (see the module docstring)."""
+    async def export(self, batch: list[Record]) -> int:
+        """Send the batch; return once the broker acknowledged every message (see the module docstring),
+        with the number of records dead-lettered as `too_large` (the delivery worker does not count them
+        `exported`)."""
         if not batch:
-            return
+            return 0
         from aiokafka.errors import (  # type: ignore[import-untyped]
             KafkaError,
             MessageSizeTooLargeError,
@@ -226,8 +230,6 @@ class KafkaExporter:
                     partitions = await producer.partitions_for(self.config.topic)
                 self._partitions = len(partitions)
                 messages, oversize = self.messages(batch, len(partitions))
-                if oversize:
-                    self._dead_letter(oversize)
                 await self._send(producer, messages)
             except (MessageSizeTooLargeError, RecordTooLargeError) as exc:
                 self._set_state("up", str(exc))
@@ -255,6 +257,9 @@ class KafkaExporter:
                 await self._reset()
                 raise RetryableExportError(f"kafka brokers {self.config.describe()}: {exc}") from exc
             self._set_state("up")
+        if oversize:  # only now: a failed attempt is retried whole, or dead-lettered whole by delivery
+            self._dead_letter(oversize)
+        return len(oversize)
 
     async def _send(self, producer: Any, messages: list[tuple[int, bytes, bytes]]) -> None:
         pending = []
