@@ -355,3 +355,59 @@ def test_broker_state_in_status_when_unreachable(tmp_path: Path) -> None:
     anyio.run(go)
     assert exporter.statistics()["broker"] == "down"
     wait_for(lambda: True)
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["alone", "sharing_parts"])
+def test_otlp_proto_values_parse_to_the_request_the_old_encoder_builds(kafka_broker: Any, tmp_path: Path,
+                                                                       shared: bool) -> None:
+    """The values shipper.otlp.wire writes, read back from the broker: each parses to exactly
+    `Encoder.request(its records, its project)`, split or not, alone or sharing span parts with an open
+    otlp_http exporter that sent the same spans first."""
+    import copy
+
+    from test_exporters_contract import TRACE, make
+    from test_otlp_wire import EXTRA
+
+    from shipper.otlp import wire
+    from shipper.otlp.encode import fill_trace_wide
+    from shipper.testing import OTLPServer
+
+    batch = [*copy.deepcopy(TRACE + EXTRA), *traces(12, 3, kind="llm", llm={"model": "gpt-4o"}, project="p3",
+                                                    input={"text": "q" * 300}, output="a" * 300)]
+    for max_bytes in (1_000_000, 4096):
+        topic = f"wire-{uuid.uuid4().hex[:8]}"
+        exporter, counters = build("exporters", "kafka", {"brokers": [kafka_broker.address], "topic": topic,
+                                                          "max_message_bytes": max_bytes}, tmp_path)
+
+        async def go(exporter: Any = exporter, counters: Counters = counters, topic: str = topic) -> list[Any]:
+            with OTLPServer() as server:
+                other = make("otlp_http", server.url)
+                if shared:
+                    await other.open()
+                await exporter.open()
+                try:
+                    assert wire.shared() is shared
+                    hits = wire.PARTS.hits
+                    if shared:
+                        await other.export(copy.deepcopy(batch))
+                    assert await exporter.export(copy.deepcopy(batch)) == 0
+                    assert (wire.PARTS.hits > hits) is shared
+                    return await consume_all(kafka_broker.address, topic, counters.counts["kafka_messages"])
+                finally:
+                    await exporter.aclose()
+                    await other.aclose()
+
+        messages = anyio.run(go)
+        groups = {(partition_of(r["trace_id"].encode(), 4), r.get("project") or None) for r in batch}
+        assert (len(messages) > len(groups)) is (max_bytes == 4096)  # split, or one per partition and project
+        expected_order = sorted(fill_trace_wide(copy.deepcopy(batch)), key=lambda r: r["trace_id"])
+        seen = []
+        for message in messages:
+            request = ExportTraceServiceRequest.FromString(message.value)
+            ids = {(s.trace_id.hex(), s.span_id.hex()) for rs in request.resource_spans for ss in rs.scope_spans
+                   for s in ss.spans}
+            records = [r for r in expected_order if (r["trace_id"], r["span_id"]) in ids]
+            assert len(records) == len(ids) and len({r.get("project") for r in records}) == 1
+            assert request == exporter.encoder.request(records, records[0].get("project") or None)
+            seen.extend(ids)
+        assert sorted(seen) == sorted((r["trace_id"], r["span_id"]) for r in batch)
