@@ -17,14 +17,15 @@ so shipper, the Collector and any other Kafka producer put a trace in the same p
 
 from __future__ import annotations
 
+import re
 import ssl
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from shipper.values import Secret
 
-__all__ = ["EXTRA_HINT", "KafkaConnection", "SASLConfig", "TLSConfig", "client_settings", "library_problem",
-           "partition_of"]
+__all__ = ["EXTRA_HINT", "KafkaConnection", "SASLConfig", "TLSConfig", "client_settings", "describe_error",
+           "library_problem", "partition_of"]
 
 EXTRA_HINT = "pip install 'shipper[kafka]'"
 
@@ -134,3 +135,26 @@ def partition_of(key: bytes, partitions: int) -> int:
     from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+_ADDRESS = re.compile(r"\('([^']*)', (\d+)(?:, [^()]*)?\)")
+"""A socket address as Python prints it: ('127.0.0.1', 9092), with <AddressFamily.AF_INET: 2> or IPv6's 0, 0."""
+_ADDRESSES = re.compile(r"\[((?:\('[^']*', \d+(?:, [^()]*)?\)(?:, )?)+)\]")
+
+
+def _address(match: re.Match[str]) -> str:
+    host, port = match.group(1), match.group(2)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def describe_error(exc: BaseException) -> str:
+    """`Name: what happened` of a client or socket error, on one line, for status and logs: the class
+    name once (aiokafka's texts start with it already) and addresses as host:port, not Python reprs
+    such as `[('127.0.0.1', 9092, <AddressFamily.AF_INET: 2>)]`."""
+    name = type(exc).__name__
+    text = " ".join(str(exc).split())
+    while text.startswith(f"{name}:"):
+        text = text[len(name) + 1:].lstrip()
+    text = _ADDRESSES.sub(lambda m: ", ".join(_address(a) for a in _ADDRESS.finditer(m.group(1))), text)
+    text = _ADDRESS.sub(_address, text)
+    return f"{name}: {text}" if text and text != name else name

@@ -13,7 +13,6 @@ from typing import Any
 import anyio
 import orjson
 import pytest
-from support import wait_for
 
 from shipper import registry
 from shipper.component import Context, Intake
@@ -81,7 +80,7 @@ def test_exporter_keys_by_trace_and_splits_to_max_message_bytes(kafka_broker: An
         try:
             await exporter.export(batch)
             stats = exporter.statistics()
-            assert stats["broker"] == "up" and stats["partitions"] == 4
+            assert stats["broker"] == "up" and stats["topic_partitions"] == 4
             return await consume_all(kafka_broker.address, topic, counters.counts["kafka_messages"])
         finally:
             await exporter.aclose()
@@ -353,8 +352,35 @@ def test_broker_state_in_status_when_unreachable(tmp_path: Path) -> None:
         await exporter.aclose()
 
     anyio.run(go)
-    assert exporter.statistics()["broker"] == "down"
-    wait_for(lambda: True)
+    stats = exporter.statistics()
+    assert stats["broker"] == "down"
+    # the client's text, cleaned for status: the class name once, the address as host:port, no Python reprs
+    address = exporter.config.brokers[0]
+    assert stats["broker_error"].startswith("KafkaConnectionError: ") and address in stats["broker_error"]
+    assert "AddressFamily" not in stats["broker_error"] and "KafkaConnectionError: Kafka" not in stats["broker_error"]
+    assert "('" not in stats["broker_error"]
+
+
+def test_socket_errors_are_described_without_python_reprs() -> None:
+    """A real refused connection's OSError, as the exporter puts it in status: host:port, not a tuple."""
+    from kafka_broker import free_port
+
+    from shipper.kafka import describe_error
+
+    port = free_port()
+
+    async def refused() -> BaseException:
+        import asyncio
+
+        try:
+            await asyncio.open_connection("127.0.0.1", port)
+        except OSError as exc:
+            return exc
+        raise AssertionError("something listens on a free port")
+
+    exc = anyio.run(refused)
+    assert f"('127.0.0.1', {port})" in str(exc)
+    assert describe_error(exc) == f"ConnectionRefusedError: [Errno 111] Connect call failed 127.0.0.1:{port}"
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["alone", "sharing_parts"])

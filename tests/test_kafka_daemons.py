@@ -104,7 +104,7 @@ def test_edge_to_two_gateways_to_file_and_otlp_sink_every_record_once_at_least(
         by_id = {r["span_id"]: r for g in gateways for r in g.records()}
         assert all(by_id[s["span_id"]]["trace_id"] == s["trace_id"] for s in sent)
         edge_status = the_edge.status()["exporters"]["bus"]
-        assert edge_status["broker"] == "up" and edge_status["partitions"] == 4
+        assert edge_status["broker"] == "up" and edge_status["topic_partitions"] == 4
         for g in gateways:
             wait_for(lambda g=g: bus(g)["lag"] == 0, 10, 0.1, "the committed offsets to reach the end")
             for figures in bus(g)["partitions"].values():
@@ -331,8 +331,10 @@ def test_status_and_metrics_show_partitions_and_broker_state(lone_gateway: Any, 
     daemon, topic = lone_gateway
     produce(kafka_broker.address, topic, [orjson.dumps(r) for r in spans(2, 1)], partition=1)
     wait_for(lambda: bus(daemon)["partitions"][f"{topic}/1"]["committed"], 20, 0.1, "a commit on partition 1")
-    text = subprocess.run([sys.executable, "-m", "shipper", "status", "--control", daemon.control],
-                          capture_output=True, text=True, timeout=30).stdout
+    result = subprocess.run([sys.executable, "-m", "shipper", "status", "--control", daemon.control],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and not result.stderr, result.stderr
+    text = result.stdout
     assert f"{topic}/1: committed " in text and "lag " in text
     metrics = urllib.request.urlopen(f"http://{daemon.config['metrics']['endpoint']}/metrics", timeout=10).read().decode()
     assert f'shipper_partition_lag{{component="bus",partition="1",topic="{topic}"}}' in metrics
@@ -340,9 +342,14 @@ def test_status_and_metrics_show_partitions_and_broker_state(lone_gateway: Any, 
     the_edge = edge(daemon_factory, kafka_broker, unique("state")).start()
     send(the_edge, spans(1, 1))
     wait_for(lambda: the_edge.status()["exporters"]["bus"]["broker"] == "up", 20, 0.1, "the edge to reach the broker")
+    for extra in ([], ["--json"]):  # the text table once crashed on the exporter's partition count
+        result = subprocess.run([sys.executable, "-m", "shipper", "status", "--control", the_edge.control, *extra],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0 and not result.stderr, result.stderr
+    assert orjson.loads(result.stdout)["exporters"]["bus"]["topic_partitions"] == 4
     text = subprocess.run([sys.executable, "-m", "shipper", "status", "--control", the_edge.control],
                           capture_output=True, text=True, timeout=30).stdout
-    assert "broker up" in text and "broker_up 1" in text
+    assert "broker up" in text and "broker_up 1" in text and "topic_partitions 4" in text
 
 
 def test_a_record_too_large_for_any_message_is_counted_once_even_through_retries(daemon_factory: Any) -> None:

@@ -46,7 +46,7 @@ from shipper.component import Context
 from shipper.deadletter import DeadLetters
 from shipper.errors import PermanentExportError, RetryableExportError
 from shipper.exporters.otlp_http import mappers as otlp_mappers
-from shipper.kafka import KafkaConnection, client_settings, partition_of
+from shipper.kafka import KafkaConnection, client_settings, describe_error, partition_of
 from shipper.otlp import wire
 from shipper.otlp.encode import Encoder, fill_trace_wide
 from shipper.otlp.semconv import PROJECT_NAME, Attributes
@@ -110,7 +110,8 @@ class KafkaExporter:
         self._lock = anyio.Lock()
 
     def statistics(self) -> dict[str, Any]:
-        """Broker state for `shipper status`: up/down since when, topic, partitions, brokers known."""
+        """Broker state for `shipper status`: up/down since when, topic, its partition count
+        (`topic_partitions`: `partitions` is a kafka receiver's per-partition table), brokers known."""
         known = 0
         if self._producer is not None:
             try:
@@ -119,7 +120,7 @@ class KafkaExporter:
                 known = 0
         out: dict[str, Any] = {
             "broker": self._state, "broker_up": int(self._state == "up"), "broker_state_for_s": round(time.time() - self._since, 1),
-            "brokers": self.config.describe(), "topic": self.config.topic, "partitions": self._partitions,
+            "brokers": self.config.describe(), "topic": self.config.topic, "topic_partitions": self._partitions,
             "brokers_known": known, "encoding": self.config.encoding,
         }
         if self._last_error:
@@ -238,7 +239,7 @@ class KafkaExporter:
                 messages, oversize = self.messages(batch, len(partitions))
                 await self._send(producer, messages)
             except (MessageSizeTooLargeError, RecordTooLargeError) as exc:
-                self._set_state("up", str(exc))
+                self._set_state("up", describe_error(exc))
                 raise PermanentExportError(
                     f"the broker refused a message as too large ({type(exc).__name__}); lower max_message_bytes "
                     f"(now {self.config.max_message_bytes}) below the topic's max.message.bytes") from exc
@@ -247,7 +248,7 @@ class KafkaExporter:
                 raise PermanentExportError(f"not authorized to write topic {self.config.topic}",
                                            status=403) from exc
             except KafkaError as exc:
-                error = _describe(exc)
+                error = describe_error(exc)
                 auth = "Authentication" in type(exc).__name__ or "Sasl" in type(exc).__name__
                 self._set_state("down: authentication failed" if auth else "down", error)
                 if auth:
@@ -259,9 +260,10 @@ class KafkaExporter:
                 raise RetryableExportError(f"kafka brokers {self.config.describe()}: no answer within "
                                            f"{self.config.timeout:g}s") from exc
             except OSError as exc:
-                self._set_state("down", str(exc))
+                error = describe_error(exc)
+                self._set_state("down", error)
                 await self._reset()
-                raise RetryableExportError(f"kafka brokers {self.config.describe()}: {exc}") from exc
+                raise RetryableExportError(f"kafka brokers {self.config.describe()}: {error}") from exc
             self._set_state("up")
         if oversize:  # only now: a failed attempt is retried whole, or dead-lettered whole by delivery
             self._dead_letter(oversize)
@@ -318,9 +320,3 @@ def _trace_boundary(records: list[Record]) -> int:
         if records[i]["trace_id"] != records[i - 1]["trace_id"] and (best is None or abs(i - middle) < abs(best - middle)):
             best = i
     return best if best is not None else max(1, middle)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    name = type(exc).__name__
-    return f"{name}: {text}" if text and text != name else name

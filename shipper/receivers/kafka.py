@@ -41,7 +41,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from shipper.component import Context, Deliver, Intake
 from shipper.errors import RecordError
-from shipper.kafka import KafkaConnection, client_settings
+from shipper.kafka import KafkaConnection, client_settings, describe_error
 from shipper.otlp.decode import from_request, to_record
 from shipper.receivers.otlp_http import parse_json
 from shipper.record import Record, Reject, decode_payload, validate
@@ -228,8 +228,8 @@ class KafkaReceiver:
                 try:
                     polled = await consumer.getmany(timeout_ms=500, max_records=self.config.max_poll_records)
                 except KafkaError as exc:  # the client reconnects on its own; never take the daemon down
-                    log.warning("Receiver %s: polling failed (%s: %s); trying again.", self.ctx.name,
-                                type(exc).__name__, exc)
+                    log.warning("Receiver %s: polling failed (%s); trying again.", self.ctx.name,
+                                describe_error(exc))
                     await anyio.sleep(1.0)
                     continue
                 for tp, messages in polled.items():
@@ -305,7 +305,7 @@ class KafkaReceiver:
                 with anyio.fail_after(self.config.timeout):
                     await consumer.commit(offsets)
             except (KafkaError, TimeoutError) as exc:
-                self._last_commit_error = f"{type(exc).__name__}: {exc}"[:300]
+                self._last_commit_error = describe_error(exc)[:300]
                 log.warning("Receiver %s: committing offsets failed (%s); the records are safe in the queues and "
                             "will be committed later, or read again by this partition's next owner.",
                             self.ctx.name, self._last_commit_error)
