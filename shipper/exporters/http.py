@@ -170,6 +170,7 @@ class HTTPExporter:
         self.encoder = Encoder(())
         self._client: httpx.AsyncClient | None = None
         self._delivered: OrderedDict[bytes, None] = OrderedDict()
+        self._refused = 0  # spans refused in partial successes during the current export()
         self._stats: dict[str, Any] = {"requests": 0, "bytes_sent": 0, "spans_sent": 0, "splits": 0,
                                        "skipped_redelivery": 0, "rejected_by_backend": 0, "last_status": None}
 
@@ -215,12 +216,16 @@ class HTTPExporter:
         if client is not None:
             await client.aclose()
 
-    async def export(self, batch: list[Record]) -> None:
-        """Send `batch`, one request (or more, when split) per project; raise an ExportError to say why not."""
+    async def export(self, batch: list[Record]) -> int | None:
+        """Send `batch`, one request (or more, when split) per project; raise an ExportError to say why not.
+
+        Returns how many spans the backend refused in an OTLP partial success: they are counted
+        `rejected_by_backend`, so the delivery worker does not count them `exported` too."""
         if not batch:
-            return
+            return None
         if self._client is None:
             await self.open()
+        self._refused = 0
         retryable: ExportError | None = None
         permanent: ExportError | None = None
         for project, spans in group_by_project(fill_trace_wide(batch), self.default_project).items():
@@ -234,6 +239,7 @@ class HTTPExporter:
             raise retryable
         if permanent is not None:
             raise permanent
+        return self._refused or None
 
     def body(self, spans: list[Record], project: str | None) -> bytes:
         """The request body. Protobuf is written by `shipper.otlp.wire` (a third cheaper than building
@@ -298,6 +304,7 @@ class HTTPExporter:
         rejected, message = partial_success(response.content, response.headers.get("content-type", ""))
         if rejected > 0:
             self._stats["rejected_by_backend"] += rejected
+            self._refused += rejected
             self.ctx.counters.drop("rejected_by_backend", rejected)
             log.warning("Exporter %s: %s accepted the request but rejected %d of its %d spans: %s. They are "
                         "counted as rejected_by_backend and not retried.", self.ctx.name, self.url,

@@ -171,10 +171,10 @@ class LangfuseExporter(HTTPExporter):
         return keys + [a.split(" ", 1)[1] for a in self._auth.values()] + (
             [self._default_auth.split(" ", 1)[1]] if self._default_auth else [])
 
-    async def export(self, batch: list[Record]) -> None:
+    async def export(self, batch: list[Record]) -> int | None:
         """Send `batch`; the root span's name becomes every span's `langfuse.trace.name`."""
         self._trace_names = {rec["trace_id"]: rec["name"] for rec in batch if not rec.get("parent_id")}
         try:
-            await super().export(batch)
+            return await super().export(batch)
         finally:
             self._trace_names = {}
