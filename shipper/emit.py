@@ -59,18 +59,26 @@ def _where(name: str, figures: dict[str, Any]) -> str:
 def emit_example(service: str, config: str | None = None, control: str | None = None, wait: bool | None = None,
                  timeout: float = 30.0) -> int:
     """Emit the example trace, say where it goes, and (`wait`) wait until it is there."""
-    from shipper.config import load_config
-    from shipper.control import control_path
     from shipper.errors import ConfigError
 
     try:
-        loaded = load_config(config) if config or not control else None
-    except ConfigError as exc:
-        print("\n".join(exc.problems))
-        return 1
-    if control is None:
-        assert loaded is not None  # loaded whenever no control socket was given
-        control = control_path(loaded)
+        from shipper.config import load_config
+        from shipper.control import control_path
+    except ModuleNotFoundError:  # an app's install, the shim alone: no config loader, only the daemon's answer
+        if config:
+            raise
+        if control is None:
+            control = _shim_control_path()
+        loaded = None
+    else:
+        try:
+            loaded = load_config(config) if config or not control else None
+        except ConfigError as exc:
+            print("\n".join(exc.problems))
+            return 1
+        if control is None:
+            assert loaded is not None  # loaded whenever no control socket was given
+            control = control_path(loaded)
     before = _status(control)
     if before is not None:
         print(f"the daemon (pid {before.get('pid')}, config {before.get('config')}) sends them to: "
@@ -85,6 +93,14 @@ def emit_example(service: str, config: str | None = None, control: str | None = 
     if code or not wait:
         return code
     return _wait(control, before, trace_id, timeout)
+
+
+def _shim_control_path() -> str:
+    """The control socket of the daemon on the shim's socket (named after it, as `control_path` does)."""
+    from shipper.client.paths import resolve_socket_path
+
+    path = resolve_socket_path()
+    return (path[:-5] if path.endswith(".sock") else path) + ".control.sock"
 
 
 def _wait(control: str, before: dict[str, Any] | None, trace_id: str, timeout: float) -> int:

@@ -74,3 +74,16 @@ def test_shipper_run_in_the_app_install_names_the_daemon_extra(app_venv: Path) -
                           env={"PATH": "/usr/bin:/bin"}, cwd="/tmp")
     assert done.returncode == 1
     assert "pip install 'shipper[daemon]'" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_shipper_emit_in_the_app_install_reaches_the_daemon_and_waits(app_venv: Path, daemon_factory) -> None:
+    """`shipper emit` where only the shim is installed asks the daemon on the shim's socket where the spans go,
+    sends them and waits until they are delivered (no config loader there, so it reads nothing but the answer)."""
+    daemon: Daemon = daemon_factory().start()
+    env = {"PATH": "/usr/bin:/bin", "SHIPPER_SOCKET": daemon.socket, "SHIPPER_SPOOL_DIR": daemon.spool}
+    done = subprocess.run([str(app_venv.parent / "shipper"), "emit", "--service", "app-side"], capture_output=True,
+                          text=True, timeout=60, env=env, cwd="/tmp")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "delivered" in done.stdout and "Traceback" not in done.stderr
+    assert len(wait_records(daemon, 5, service="app-side")) == 5
