@@ -18,10 +18,9 @@ What a crash loses: nothing that a receiver can re-deliver. Held spans live only
 pipeline defers committing receiver input (spool offsets, Kafka offsets) until no trace begun before
 that input is still held (`holding_since`); after a `kill -9` the spool or Kafka gives the held traces
 again (at least once; commits lag by up to `decision_wait`). The OTLP receivers' commit is their
-answer: a request is answered 200/OK only once its traces are released (so its answer waits up to
-`decision_wait`, and past the receiver's `timeout` it is answered 503/UNAVAILABLE and the SDK sends it
-again: duplicates, not loss). Input that cannot be re-delivered (the socket) is lost if held at a
-crash: at most `max_bytes`, the traces begun within the last `decision_wait`. A clean stop (SIGTERM)
+answer, and a sender cannot wait `decision_wait` for it, so they are committed once their records are
+queued or held (`answers_senders`, shipper.component). Input that cannot be re-delivered (the socket,
+OTLP) is lost if held at a crash: at most `max_bytes`, the traces begun within the last `decision_wait`. A clean stop (SIGTERM)
 and a reload decide and release everything held first.
 """
 
