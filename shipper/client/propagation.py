@@ -48,7 +48,7 @@ def inject(headers: MutableMapping[str, str] | None = None) -> MutableMapping[st
     fields = current_fields()
     if span is not None:
         headers["traceparent"] = f"00-{span.trace_id}-{span.span_id}-01"
-        fields = span._trace.wide if span._trace is not None else fields
+        fields = span._trace[0] if span._trace is not None else fields
     if fields is not None:
         members = [f"{key}={quote(value, safe='')}" for key, attr in _BAGGAGE_KEYS.items()
                    if (value := getattr(fields, attr)) is not None]

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from . import transport
 from .context import current_span_var
-from .span import KINDS, Span
+from .span import KINDS, Span, _plain_span
 
 __all__ = ["traced"]
 
@@ -98,10 +98,11 @@ def _output_of(items: list[Any], total: int) -> Any:
 
 def _wrap(fn: Any, name: str, kind: str, capture_input: bool | None, capture_output: bool | None) -> Any:
     bind = _binder(fn)
+    name = name if type(name) is str and 0 < len(name) <= 1024 else (str(name)[:1024] or "unnamed")  # as span()'s
 
     def start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Span, bool]:
         settings = (transport._active or transport.active()).settings
-        span = Span(name, kind)
+        span = _plain_span(name, kind)
         if capture_input if capture_input is not None else settings.capture_input:
             inputs = bind(args, kwargs)
             if inputs:
@@ -214,7 +215,7 @@ def _wrap(fn: Any, name: str, kind: str, capture_input: bool | None, capture_out
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         settings = (transport._active or transport.active()).settings  # start(), inline: the common case
-        span = Span(name, kind)
+        span = _plain_span(name, kind)
         if capture_input if capture_input is not None else settings.capture_input:
             inputs = bind(args, kwargs)
             if inputs:
