@@ -218,9 +218,9 @@ class Span:
         if metadata is not None:
             _merge(fields, "metadata", metadata)
         if llm is not None:
-            old = fields.get("llm")
-            if old and type(llm) is dict:  # _merge(), inline: the common case
-                fields["llm"] = {**old, **llm}
+            if type(llm) is dict:  # _merge(), inline: the common case
+                old = fields.get("llm")
+                fields["llm"] = {**old, **llm} if old else dict(llm)  # never changes a dict the app passed
             else:
                 _merge(fields, "llm", llm)
         if attributes is not None:
