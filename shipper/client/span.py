@@ -23,6 +23,7 @@ SPAN_FIELDS = frozenset(
 _PLAIN_FIELDS = frozenset(["input", "output", "metadata", "llm", "events", "links"])  # kept as given
 _TRACE_KEYS = frozenset(TRACE_FIELDS)  # in trace_fields()'s order as a tuple
 _SCALARS = (str, bool, int, float)
+_NO_FIELDS: dict[str, Any] = {}  # never written to
 
 _resource = {"process.pid": os.getpid()}  # shared by every record; replaced in a forked child
 _time_ns = time.time_ns
@@ -139,6 +140,7 @@ class Span:
         self._ended = True
         try:  # the record, built inline: this is the per-span path
             sink = transport._active or transport.active()
+            fields = self._fields
             record: dict[str, Any] = {
                 "v": 1,
                 "trace_id": self.trace_id,
@@ -149,14 +151,12 @@ class Span:
                 "end_ns": end_ns,
                 "service": sink.service,
                 "resource": _resource,
+                **(fields or _NO_FIELDS),  # with `error` if set_status("error", message) was called
             }
+            if fields and "resource" in fields:
+                record["resource"] = {**_resource, **fields["resource"]}
             if self._parent is not None:
                 record["parent_id"] = self._parent.span_id
-            fields = self._fields
-            if fields:
-                record.update(fields)  # with `error` if set_status("error", message) was called
-                if "resource" in fields:
-                    record["resource"] = {**_resource, **fields["resource"]}
             if exc_type is not None and exc_type is not GeneratorExit:
                 record["status"] = "error"
                 record["error"] = error_of(exc)  # type: ignore[arg-type]

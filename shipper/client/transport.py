@@ -77,6 +77,7 @@ class Transport:
         self._spool = SpoolFile(settings.spool_dir, settings.service, settings.spool_max_bytes)
         self._max_value_bytes = settings.max_value_bytes
         self._max_message_bytes = settings.max_message_bytes
+        self._fits = min(self._max_value_bytes, self._max_message_bytes)  # a line emit() sends as it is
         # The mode is decided here, once: send() and emit() never look at it.
         self._fallback = self._drop_line if settings.mode == "socket" else self._spool_line
         if settings.mode == "spool":
@@ -88,22 +89,26 @@ class Transport:
         """Encode one record and send it; never raises. The common case is inline: dumps, one send."""
         try:
             line = fast_dumps(record, default=repr_default, option=FAST_OPTIONS)  # encode_record, inline
-            if len(line) > self._max_value_bytes:
-                line = encode_record(record, self._max_value_bytes)  # may hold a string to cap
         except Exception:
-            try:
-                line = encode_record(record, self._max_value_bytes)
-            except Exception:
-                self._count_drop("unencodable")
-                return
+            line = b""  # never a dumps result (it ends in a newline): the slow path encodes it
         sock = self._sock
-        if sock is not None and len(line) <= self._max_message_bytes:
+        if sock is not None and 0 < len(line) <= self._fits:  # no string to cap, and one message
             try:
                 sock.send(line, _SEND_FLAGS)
             except OSError as exc:
                 self._send_failed(sock, line, exc)
             else:
                 self.sent += 1
+            return
+        self._emit_slow(record, line)
+
+    def _emit_slow(self, record: dict[str, Any], line: bytes) -> None:
+        """emit() for a record dumps refused or that may hold a string to cap, or with no connection yet."""
+        try:
+            if not line or len(line) > self._max_value_bytes:
+                line = encode_record(record, self._max_value_bytes)  # may hold a string to cap
+        except Exception:
+            self._count_drop("unencodable")
             return
         try:
             self.send(line)
