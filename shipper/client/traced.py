@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from . import transport
 from .context import current_span_var
-from .span import KINDS, Span, _plain_span
+from .span import KINDS, Span, _new, _plain_span
 
 __all__ = ["traced"]
 
@@ -238,13 +238,19 @@ def _wrap(fn: Any, name: str, kind: str, capture_input: bool | None, capture_out
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         settings = (transport._active or transport.active()).settings  # start(), inline: the common case
-        span = _plain_span(name, kind)
+        span = _new(Span)  # _plain_span(), inline
+        span.name = name
+        span.kind = kind
+        span.trace_id = span.span_id = ""
+        span.start_ns = 0
+        span._parent = span._trace = span._wide = span._status = span._token = span._fields = None
+        span._ended = False
         if capture_input if capture_input is not None else settings.capture_input:
             inputs = bind(args, kwargs)
             if inputs:
                 span._fields = {"input": inputs}
         with span:
-            result = fn(*args, **kwargs)
+            result = fn(*args, **kwargs) if kwargs else fn(*args)
             keep = capture_output if capture_output is not None else settings.capture_output
             if keep and result is not None:
                 if span._fields is None:
