@@ -106,23 +106,29 @@ class Span:
 
     def __enter__(self) -> Span:
         parent = self._parent or current_span_var.get()
-        if type(parent) is Span and parent._trace is not None:
-            trace = parent._trace
-            self.trace_id = parent.trace_id
+        if parent is None:  # a new trace (the common case first: `_parent` is None already)
+            wide = fields_var.get()
             if self._wide is not None:  # span(session_id=...): for the whole trace
+                wide, self._wide = merged(wide, self._wide), None
+            self._trace = [wide]
+            self.trace_id = (getrandbits(128) or 1).to_bytes(16, "big").hex()  # = ids.new_trace_id()
+        elif type(parent) is Span and parent._trace is not None:
+            self._parent = parent
+            self._trace = trace = parent._trace
+            self.trace_id = parent.trace_id
+            if self._wide is not None:
                 trace[0], self._wide = merged(trace[0], self._wide), None
         else:
             wide = fields_var.get()
-            if parent is None or type(parent) is Span:  # none, the no-op span, or a span never entered
-                parent = None
-                self.trace_id = (getrandbits(128) or 1).to_bytes(16, "big").hex()  # = ids.new_trace_id()
+            if type(parent) is Span:  # the no-op span, or a span never entered: a new trace
+                self._parent = None
+                self.trace_id = (getrandbits(128) or 1).to_bytes(16, "big").hex()
             else:  # a RemoteParent from extract(): its trace, its baggage, then our trace_context() blocks
+                self._parent = parent
                 self.trace_id = parent.trace_id
                 wide = merged(parent.fields, wide)  # type: ignore[union-attr]
-            trace = [wide if self._wide is None else merged(wide, self._wide)]
+            self._trace = [wide if self._wide is None else merged(wide, self._wide)]
             self._wide = None
-        self._parent = parent
-        self._trace = trace
         self.span_id = (getrandbits(64) or 1).to_bytes(8, "big").hex()  # = ids.new_span_id(), inline
         self._token = current_span_var.set(self)
         self.start_ns = _time_ns()
