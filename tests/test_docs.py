@@ -64,9 +64,9 @@ def test_readme_lists_every_extra_of_pyproject() -> None:
 
 
 def test_nothing_in_the_repository_points_outside_it() -> None:
-    """No tracked file refers to ../shared (the original contract's folder) or to the machine's paths."""
+    """No tracked file refers to the original contract's folder beside the checkout, or to the machine's paths."""
     files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
-    outside = re.compile(r"\.\./shared|/work/|parents\[2\]")
+    outside = re.compile(r"\.\./" + "shared" + r"|/work/|parents\[2\]")  # split so this file passes itself
     offenders = []
     for name in files.split():
         path = REPO / name
