@@ -210,6 +210,11 @@ class ControlServer:
                 pass
 
 
+def named_after(data_socket: str) -> str:
+    """The control socket named after a data socket: `shipper.sock` -> `shipper.control.sock`."""
+    return (data_socket[:-5] if data_socket.endswith(".sock") else data_socket) + ".control.sock"
+
+
 def control_path(config: Config) -> str:
     """The control socket of this config's daemon, its own whatever other daemons share a directory.
 
@@ -222,8 +227,7 @@ def control_path(config: Config) -> str:
         return config.settings.control_socket
     for spec in config.receivers:
         if spec.type == "unix_socket":
-            path = str(spec.config.path)
-            candidate = (path[:-5] if path.endswith(".sock") else path) + ".control.sock"
+            candidate = named_after(str(spec.config.path))
             if len(os.fsencode(candidate)) <= 107:
                 return candidate
             break

@@ -98,9 +98,9 @@ def emit_example(service: str, config: str | None = None, control: str | None = 
 def _shim_control_path() -> str:
     """The control socket of the daemon on the shim's socket (named after it, as `control_path` does)."""
     from shipper.client.paths import resolve_socket_path
+    from shipper.control import named_after
 
-    path = resolve_socket_path()
-    return (path[:-5] if path.endswith(".sock") else path) + ".control.sock"
+    return named_after(resolve_socket_path())
 
 
 def _wait(control: str, before: dict[str, Any] | None, trace_id: str, timeout: float) -> int:
