@@ -270,3 +270,39 @@ def test_the_cheap_prefilter_never_skips_a_string_a_builtin_pattern_matches(text
     if full.search(text) is not None:
         assert redact._any(text)
         assert redact.text(text) != text or redact.matches(text) == []
+
+
+secret_key_names = st.sampled_from(["password", "DB_PASSWORD", "x-api-key", "ApiKey", "Authorization", "cookie",
+                                    "Set-Cookie", "refresh_token", "my_secret", "passwd", "private_key", "plain",
+                                    "model", "AUTHORIZATION", "aw\u017f", "Bearer", "session_token"])
+keyed_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
+                            | st.dictionaries(st.one_of(secret_key_names, texts), inner, max_size=3), max_leaves=10)
+
+
+@st.composite
+def keyed_records(draw):
+    record = draw(records())
+    record["metadata"] = draw(st.dictionaries(st.one_of(secret_key_names, texts), keyed_values, max_size=3))
+    return record
+
+
+@settings(max_examples=150, deadline=None)
+@given(batch=st.lists(st.one_of(keyed_records(), st.just(make_span(1, 2, 3, input="hello", metadata={"a": 1}))),
+                      min_size=1, max_size=40))
+def test_a_batch_is_redacted_exactly_as_each_record_alone(batch) -> None:
+    """The whole-slice JSON test and the key walk are only shortcuts: a batch comes out as the records
+    would, one by one, with every secret masked (default rules: the shortcut is on)."""
+    redact, _ = build_processor("redact")
+    assert redact._clean is not None
+    alone = [redact.record(r) for r in batch]
+    assert redact(batch) == alone
+
+
+def test_a_secret_key_below_clean_values_is_still_masked() -> None:
+    """No value pattern anywhere (the JSON test passes), but a key rule matches deep down."""
+    redact, _ = build_processor("redact")
+    clean = make_span(1, 2, 3, input="hi")
+    keyed = make_span(1, 2, 4, input={"request": {"headers": [{"Authorization": "Basic abc"}]}})
+    out = redact([clean, keyed, clean])
+    assert out[0] is clean and out[2] is clean
+    assert out[1]["input"]["request"]["headers"][0]["Authorization"] == "[REDACTED:key]"
