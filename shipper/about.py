@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import sys
@@ -9,8 +10,10 @@ import sys
 __all__ = ["config_location", "describe", "version"]
 
 
+@functools.cache
 def version() -> str:
-    """The installed distribution's version (importlib.metadata), or `unknown` in a bare checkout."""
+    """The installed distribution's version (importlib.metadata), or `unknown` in a bare checkout; read
+    once (every `status` answer carries it)."""
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as installed
 
