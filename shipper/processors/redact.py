@@ -144,9 +144,15 @@ def _json_prefilter(names: list[str]) -> Callable[[bytes], bool]:
             return False
         if blob.isascii():
             low = blob.lower()
-            return any(n in low for n in cased_b)
+            for needle_b in cased_b:
+                if needle_b in low:
+                    return True
+            return False
         folded = blob.decode().casefold()
-        return any(n in folded for n in cased)
+        for needle in cased:
+            if needle in folded:
+                return True
+        return False
 
     return could_match
 
