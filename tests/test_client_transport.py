@@ -337,3 +337,50 @@ def test_threads_racing_to_connect_all_use_the_socket() -> None:
         server.wait_for(8)
         stats = shipper.statistics()
     assert stats["sent"] == 8 and stats["spooled"] == 0 and stats["connect_attempts"] == 1
+
+
+def test_a_full_socket_is_left_alone_a_moment_then_tried_again(clock: FakeClock, tmp_path) -> None:
+    """After EAGAIN on an accepted connection, records go straight to the spool (`socket_full`) for
+    FULL_PAUSE, even once the daemon has made room, and then to the socket again: nothing lost, nothing
+    counted sent that the daemon did not take."""
+    import socket as socketlib
+
+    path = f"/tmp/shp-full-{os.getpid()}.sock"
+    listener = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_SEQPACKET)
+    listener.bind(path)
+    listener.listen(4)
+    try:
+        shipper.configure(service="test", socket=path, spool_dir=str(tmp_path / "spool"))
+        with shipper.span("first"):  # connects; the verdict is not there yet
+            pass
+        conn, _ = listener.accept()
+        conn.send(b"+")  # accepted, and then never read until the test says so
+        assert transport.active().confirm(1.0)
+        sent_before_full = 0
+        while shipper.statistics()["spooled"] == 0:
+            with shipper.span("big") as s:
+                s.log(input=BIG)
+            sent_before_full += 1
+            assert sent_before_full < 100_000, "the socket never filled up"
+        received = 0
+        conn.setblocking(False)
+        while True:  # the daemon catches up: the buffer is empty again
+            try:
+                conn.recv(1 << 20)
+            except BlockingIOError:
+                break
+            received += 1
+        for _ in range(5):
+            with shipper.span("paused"):
+                pass
+        stats = shipper.statistics()
+        assert stats["spooled_by_reason"] == {"socket_full": 6}, "the socket was tried during the pause"
+        clock.now += transport.FULL_PAUSE
+        with shipper.span("after"):
+            pass
+        assert conn.recv(1 << 20).startswith(b"{") and shipper.statistics()["sent"] == received + 1
+        assert len(read_spool(str(tmp_path / "spool"))) == 6
+    finally:
+        transport.shutdown()
+        listener.close()
+        os.unlink(path)

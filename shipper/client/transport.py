@@ -3,7 +3,9 @@
 `emit` never raises into the app and never blocks it (docs/transports.md, Client delivery rule). The socket is non-blocking and connected
 lazily; the spool is a plain local append. One decision per errno:
 
-- send, EAGAIN (the daemon is behind), ENOBUFS, ENOMEM: keep the socket, spool the record (`socket_full`);
+- send, EAGAIN (the daemon is behind), ENOBUFS, ENOMEM: keep the socket, spool the record (`socket_full`),
+  and spool the records of the next `FULL_PAUSE` seconds as well without trying the socket: a full
+  buffer does not empty in microseconds, and each failed send costs the app a raised OSError;
 - send, EMSGSIZE, or a line above `max_message_bytes`: keep the socket, spool the record (`too_large`);
 - send, any other errno (EPIPE, ECONNRESET: the daemon went away): close the socket, spool the record
   (`socket_unavailable`), reconnect a second later at the earliest;
@@ -45,6 +47,7 @@ __all__ = ["Transport", "active", "configure", "emit_record", "flush", "install"
 
 SNDBUF_BYTES = 4 * 1024 * 1024  # about 6,000 records of 500 B queue in the kernel before EAGAIN
 RECONNECT_INTERVAL = 1.0  # seconds between connect attempts while the daemon is down
+FULL_PAUSE = 0.002  # seconds records go straight to the spool after the socket said it was full
 MAX_UNCONFIRMED = 1024  # records sent (and copies kept) before the daemon's verdict; past that, spooled
 MAX_UNCONFIRMED_BYTES = 4 * 1024 * 1024  # and at most this many bytes of copies
 ACCEPTED = b"+"  # the daemon's verdict messages (shipper.receivers.unix_socket)
@@ -68,6 +71,8 @@ class Transport:
         self.socket_error: str | None = None
         self.spool_error: OSError | None = None
         self._sock: socket.socket | None = None  # a connection the daemon accepted (its verdict was read)
+        self._paused: socket.socket | None = None  # that connection, while its buffer is full (FULL_PAUSE)
+        self._paused_until = 0.0
         self._unconfirmed: socket.socket | None = None  # connected, verdict not read yet
         self._held: list[bytes] = []  # what was sent on `_unconfirmed`: spooled if the daemon refuses
         self._held_bytes = 0
@@ -100,6 +105,12 @@ class Transport:
             else:
                 self.sent += 1
             return
+        if self._paused is not None and 0 < len(line) <= self._fits and monotonic() < self._paused_until:
+            try:  # the socket was full a moment ago: to the spool, as send() would
+                self._fallback(line, "socket_full")
+            except Exception:
+                self._count_drop("internal_error")
+            return
         self._emit_slow(record, line)
 
     def _emit_slow(self, record: dict[str, Any], line: bytes) -> None:
@@ -120,6 +131,14 @@ class Transport:
         if len(line) > self._max_message_bytes:
             self._fallback(line, "too_large")
             return
+        paused = self._paused
+        if paused is not None:
+            if monotonic() < self._paused_until:
+                self._fallback(line, "socket_full")
+                return
+            self._paused = None
+            if self._sock is None:
+                self._sock = paused
         sock = self._sock or self._connect()
         if sock is None:
             if self._unconfirmed is not None:
@@ -208,6 +227,9 @@ class Transport:
         if reason is None:
             self._disconnect(sock, exc)
             reason = "socket_unavailable"
+        elif reason == "socket_full" and self._sock is sock:  # the next records skip the socket a moment
+            self._paused_until = monotonic() + FULL_PAUSE
+            self._paused, self._sock = sock, None
         try:
             self._fallback(line, reason)
         except Exception:
@@ -238,7 +260,7 @@ class Transport:
             "spooled": sum(self.spooled_by_reason.values()),
             "spooled_by_reason": dict(self.spooled_by_reason),
             "dropped": dict(self.dropped),
-            "socket_connected": self._sock is not None,
+            "socket_connected": self._sock is not None or self._paused is not None,
             "unconfirmed": len(self._held),
             "connect_attempts": self.connect_attempts,
             "socket_error": self.socket_error,
@@ -258,18 +280,19 @@ class Transport:
             self._settle_locked()
             if self._unconfirmed is not None:  # no verdict yet: keep the copies (at least once)
                 self._refused_locked("closed before the daemon's verdict came", "unconfirmed")
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            sock.close()
+        for sock in (self._sock, self._paused):
+            if sock is not None:
+                sock.close()
+        self._sock = self._paused = None
         self._spool.close()
 
     def after_fork_in_child(self) -> None:
         """Forget the parent's socket and spool file (closed, never unlocked) and its counters."""
         self._connect_lock = threading.Lock()
-        for sock in (self._sock, self._unconfirmed):
+        for sock in (self._sock, self._unconfirmed, self._paused):
             if sock is not None:
                 sock.close()  # close(2) only: the parent's connection lives on
-        self._sock = self._unconfirmed = None
+        self._sock = self._unconfirmed = self._paused = None
         self._held, self._held_bytes = [], 0
         self._spool.forget_after_fork()
         self._retry_at = 0.0
