@@ -149,8 +149,8 @@ def _json_prefilter(names: list[str]) -> Callable[[bytes], bool]:
                     return True
             return False
         folded = blob.decode().casefold()
-        for needle in cased:  # noqa: SIM110 - as above
-            if needle in folded:
+        for text in cased:  # noqa: SIM110 - as above
+            if text in folded:
                 return True
         return False
 
