@@ -53,20 +53,21 @@ class SpoolFile:
 
     def write(self, line: bytes) -> None:
         """Append one whole line (or several whole lines) with one write."""
+        size = len(line)
         with self._lock:
-            if self._fd < 0 or (self._size and self._size + len(line) > self.max_bytes):
+            if self._fd < 0 or (self._size and self._size + size > self.max_bytes):
                 self._open_next()
             fd = self._fd
             try:
                 written = os.write(fd, line)
-                if written != len(line):  # disk full halfway: finish the line or take it back
+                if written != size:  # disk full halfway: finish the line or take it back
                     written += os.write(fd, line[written:])
             except OSError:
                 self._cut_back(fd)
                 raise
-            if written != len(line):
+            if written != size:
                 self._cut_back(fd)
-                raise OSError(f"short write to spool file {self.path}: {written} of {len(line)} bytes")
+                raise OSError(f"short write to spool file {self.path}: {written} of {size} bytes")
             self._size += written
 
     def close(self) -> None:
