@@ -47,7 +47,7 @@ log = logging.getLogger("shipper.receivers.unix_socket")
 
 _PEERCRED = struct.Struct("3i")
 _DRAIN_MESSAGES = 256
-_MSG_TRUNC = int(socket.MSG_TRUNC)  # a plain int: `flags & IntFlag` would run enum code per message
+_MSG_TRUNC = int(socket.MSG_TRUNC)  # recv returns the whole length of a message it cut; a plain int, no enum code
 _HUNG_UP = select.POLLRDHUP | select.POLLHUP
 _INQ = struct.Struct("i")
 ACCEPTED = b"+"
@@ -274,6 +274,8 @@ class UnixSocketReceiver:
         max_record = self.ctx.max_record_bytes
         counters = self.counters
         view = self._view
+        capacity = len(view)
+        recv_into = conn.recv_into
         budget = self.ctx.intake
         try:
             with conn:
@@ -289,7 +291,7 @@ class UnixSocketReceiver:
                         if budget is not None and not budget.has_room(len(records) + len(rejects), size):
                             break  # the rest waits in the kernel buffer until the pipeline catches up
                         try:
-                            n, _, flags, _ = conn.recvmsg_into([view])
+                            n = recv_into(view, 0, _MSG_TRUNC)  # a message's whole length, even cut
                         except (BlockingIOError, InterruptedError):
                             break
                         except ConnectionResetError:
@@ -306,13 +308,14 @@ class UnixSocketReceiver:
                             empty += 1
                             continue
                         messages += 1
-                        if flags & _MSG_TRUNC:
-                            rejects.append(Reject("too_large", f"message over {len(view)} bytes", bytes(view[:1024])))
+                        if n > capacity:
+                            rejects.append(Reject("too_large", f"message over {capacity} bytes", bytes(view[:1024])))
                             continue
                         size += n
-                        got, bad = decode_payload(bytes(view[:n]), max_record)
-                        records.extend(got)
-                        rejects.extend(bad)
+                        got, bad = decode_payload(view[:n].tobytes(), max_record)
+                        records += got
+                        if bad:
+                            rejects += bad
                     if records:
                         for rec in records:
                             resource = rec.get("resource")
