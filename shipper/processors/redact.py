@@ -99,26 +99,6 @@ def _literal_prefilter(names: list[str], others: list[str]) -> Callable[[str], A
     return could_match
 
 
-def _glob_literal(glob: str) -> str:
-    """The longest run of plain characters in a glob: every name the glob matches contains it."""
-    runs, run, i = [], "", 0
-    while i < len(glob):
-        ch = glob[i]
-        if ch in "*?":
-            runs.append(run)
-            run = ""
-        elif ch == "[":
-            runs.append(run)
-            run = ""
-            end = glob.find("]", i + 2)
-            i = end if end != -1 else i
-        else:
-            run += ch
-        i += 1
-    runs.append(run)
-    return max(runs, key=len)
-
-
 def _json_prefilter(names: list[str]) -> Callable[[bytes], bool]:
     """"Could a value pattern match in any string of this JSON?", tested on the JSON of many records at once.
 
