@@ -31,6 +31,10 @@ cannot be trusted). A record cut short at the end of the last segment (a write i
 or a power loss) is a torn tail: truncated and counted (`queue_torn_bytes`). What remains is delivered
 again from the ack position.
 
+A worker taking a record appended moments before gets its spans as they were put, not decoded again
+from the payload (the last `FRESH_BYTES` of payload are kept so, by position; records are read-only
+past the queue). After a restart, a retry or a lag, records are decoded from the segment as always.
+
 `fsync` (default `interval`): `always` fsyncs each append before `put` returns (in a worker thread,
 survives power loss, costs a disk flush per batch); `interval` fsyncs dirty segments once a second in the
 background (a `kill -9` loses nothing, the page cache survives it; a power loss may lose the last second);
@@ -72,6 +76,8 @@ __all__ = ["DiskQueue", "Item", "QueueBusyError", "encode_lines"]
 log = logging.getLogger("shipper.queue")
 
 FSYNC_INTERVAL = 1.0
+FRESH_BYTES = 8 * 1024 * 1024
+"""Payload bytes of the records just appended whose spans a queue keeps as they were put (`_fresh`)."""
 MAX_SEGMENT_BYTES = 64 * 1024 * 1024
 MIN_SEGMENT_BYTES = 16 * 1024
 
@@ -187,6 +193,13 @@ class DiskQueue:
         self._appended = anyio.Event()
         self._freed = anyio.Event()
         self._closed = True
+        # The spans of the records just appended, as they were put, by position: the worker that takes
+        # such a record (usually moments later) gets them without decoding its payload again. Records are
+        # read-only past the queue, so these are the very records it holds; bounded by FRESH_BYTES
+        # (oldest first), popped when taken, so a lagging or retrying worker decodes as before.
+        self._fresh: OrderedDict[Position, list[Record]] = OrderedDict()
+        self._fresh_sizes: dict[Position, int] = {}
+        self._fresh_bytes = 0
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -306,6 +319,9 @@ class DiskQueue:
             return
         self._closed = True
         DECODED.open_queues -= 1
+        self._fresh.clear()
+        self._fresh_sizes.clear()
+        self._fresh_bytes = 0
         self._write_ack()
         if self.config.fsync != "never":
             for seq in list(self._dirty):
@@ -341,38 +357,69 @@ class DiskQueue:
         `lines`, when given, are the spans already encoded (`encode_lines`): the pipeline encodes a batch
         once for every exporter whose own processors cannot change it."""
         now = int(time.time() * 1000)
-        for payload, count in self._chunks(spans, lines):
+        if lines is None:
+            spans, lines = self._encoded(spans)
+        for start, end in self._chunks(lines):
+            payload = b"\n".join(lines[start:end])
+            count = end - start
             record = encode_record(payload, count, now)
             if not await self._make_room(len(record), count):
                 continue
-            self._append(record, count)
+            position = self._append(record, count)
+            if position is not None:
+                self._keep_fresh(position, spans[start:end], len(payload))
         if self.config.fsync == "always" and self._dirty:
             await self.sync()
 
-    def _chunks(self, spans: list[Record], encoded: list[bytes] | None = None) -> Iterable[tuple[bytes, int]]:
-        if encoded is None:
-            encoded = []
-            for span in spans:
-                try:
-                    encoded.append(orjson.dumps(span))
-                except TypeError:
-                    self.counters.drop("unencodable")
-        if len(encoded) <= self.record_spans:
-            total = sum(map(len, encoded)) + len(encoded)
-            if total <= self.record_bytes:
-                if encoded:
-                    yield b"\n".join(encoded), len(encoded)
-                return
+    def _encoded(self, spans: list[Record]) -> tuple[list[Record], list[bytes]]:
+        """(the spans that JSON can hold, their lines); the others are dropped as `unencodable`."""
+        dumps = orjson.dumps
+        try:
+            return spans, [dumps(span) for span in spans]
+        except TypeError:
+            pass
+        kept: list[Record] = []
         lines: list[bytes] = []
-        size = 0
-        for line in encoded:
-            if lines and (len(lines) >= self.record_spans or size + len(line) + 1 > self.record_bytes):
-                yield b"\n".join(lines), len(lines)
-                lines, size = [], 0
-            lines.append(line)
+        for span in spans:
+            try:
+                lines.append(dumps(span))
+            except TypeError:
+                self.counters.drop("unencodable")
+                continue
+            kept.append(span)
+        return kept, lines
+
+    def _chunks(self, lines: list[bytes]) -> Iterable[tuple[int, int]]:
+        """(start, end) of each run of `lines` that makes one record (within record_spans and record_bytes)."""
+        if len(lines) <= self.record_spans and sum(map(len, lines)) + len(lines) <= self.record_bytes:
+            if lines:
+                yield 0, len(lines)
+            return
+        start = size = 0
+        for i, line in enumerate(lines):
+            if i > start and (i - start >= self.record_spans or size + len(line) + 1 > self.record_bytes):
+                yield start, i
+                start, size = i, 0
             size += len(line) + 1
-        if lines:
-            yield b"\n".join(lines), len(lines)
+        if start < len(lines):
+            yield start, len(lines)
+
+    def _keep_fresh(self, position: Position, spans: list[Record], size: int) -> None:
+        if size > FRESH_BYTES:
+            return
+        fresh, sizes = self._fresh, self._fresh_sizes
+        fresh[position] = spans
+        sizes[position] = size
+        self._fresh_bytes += size
+        while self._fresh_bytes > FRESH_BYTES:
+            oldest, _ = fresh.popitem(last=False)
+            self._fresh_bytes -= sizes.pop(oldest)
+
+    def _take_fresh(self, position: Position) -> list[Record] | None:
+        spans = self._fresh.pop(position, None)
+        if spans is not None:
+            self._fresh_bytes -= self._fresh_sizes.pop(position)
+        return spans
 
     async def _make_room(self, size: int, count: int) -> bool:
         limit = self.config.max_bytes
@@ -392,7 +439,8 @@ class DiskQueue:
             self._freed = anyio.Event()
         return True
 
-    def _append(self, record: bytes, count: int) -> None:
+    def _append(self, record: bytes, count: int) -> Position | None:
+        """Write one record at the end of the last segment; its position, or None if it could not be."""
         seq = self._segments[-1]
         try:
             if self._ends[seq] >= self.segment_bytes:
@@ -404,6 +452,7 @@ class DiskQueue:
                 if self._head == (seq - 1, self._ends[seq - 1]):  # all of the full one is acknowledged
                     self._advance(self._head)
             fd = self._fds[seq]
+            position = (seq, self._ends[seq])
             view = memoryview(record)
             while view:
                 view = view[os.write(fd, view):]
@@ -416,13 +465,14 @@ class DiskQueue:
             self.counters.last_error = f"cannot write to the queue {self.dir}: {exc.strerror or exc}"
             log.error("Cannot append %d spans to the queue %s: %s; they are dropped. Free disk space or "
                       "fix the state directory.", count, self.dir, exc.strerror or exc)
-            return
+            return None
         self._ends[seq] += len(record)
         self._dirty.add(seq)
         self._live_bytes += len(record)
         self._live_items += count
         self.counters.add("queued", count)
         self._appended.set()
+        return position
 
     # -- consuming ----------------------------------------------------------------------------------
 
@@ -478,8 +528,12 @@ class DiskQueue:
         if found is None:
             return None
         (seq, offset), size, count, appended_ms, payload = found
-        return Item((seq, offset), (seq, offset + size), size, appended_ms, count, payload,
-                    self.dir)
+        item = Item((seq, offset), (seq, offset + size), size, appended_ms, count, payload, self.dir)
+        if self._fresh:
+            spans = self._take_fresh((seq, offset))
+            if spans is not None and len(spans) == count:
+                item._spans = spans
+        return item
 
     async def take(self, max_spans: int, max_bytes: int, max_delay: float) -> list[Item]:
         """Wait for at least one record, then gather more while within the limits or until `max_delay`
@@ -546,6 +600,9 @@ class DiskQueue:
     def _advance(self, pos: Position) -> None:
         self._head = self._normalize(pos)
         self._read = max(self._read, self._head)
+        fresh = self._fresh
+        while fresh and next(iter(fresh)) < self._head:  # dropped (drop_oldest) before they were taken
+            self._take_fresh(next(iter(fresh)))
         self._write_ack()
         while self._segments[0] < self._head[0]:
             self._unlink(self._segments.pop(0))

@@ -331,3 +331,45 @@ async def test_every_fsync_mode_keeps_records_across_a_reopen(tmp_path: Path, fs
     again = await make(tmp_path, fsync=fsync)
     assert await drain(again) == ["s0", "s1"]
     await again.aclose()
+
+
+async def test_a_worker_takes_the_records_just_put_without_decoding_them(tmp_path: Path) -> None:
+    """What was just appended comes out as the very records put (no JSON decode); the payload on disk
+    is the same spans; after a reopen, a rewind or past FRESH_BYTES they are decoded from disk, equal."""
+    import orjson
+
+    q = await make(tmp_path)
+    batch = [span(i) for i in range(6)]
+    await q.put(batch)
+    items = await q.take(100, 1 << 20, 0)
+    taken = [s for item in items for s in item.spans]
+    assert all(a is b for a, b in zip(taken, batch, strict=True))
+    assert [orjson.loads(line) for item in items for line in item.lines] == batch
+    q.rewind()  # not acknowledged: handed out again, read from disk this time
+    again = [s for item in await q.take(100, 1 << 20, 0) for s in item.spans]
+    assert again == batch and not any(a is b for a, b in zip(again, batch))
+    await q.aclose()
+    q = await make(tmp_path)  # a restart: nothing in memory, everything from the segments
+    assert await drain(q) == [f"s{i}" for i in range(6)]
+    await q.aclose()
+
+
+async def test_the_records_kept_for_the_worker_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past FRESH_BYTES the oldest are forgotten (decoded from disk when taken); records dropped by
+    drop_oldest are forgotten with them, and the rest come out equal, the newest as the objects put."""
+    from shipper import queue as queue_module
+
+    monkeypatch.setattr(queue_module, "FRESH_BYTES", 2000)  # three records of two 200-byte spans
+    counters = Counters()
+    q = await make(tmp_path, counters, max_bytes=2700, when_full="drop_oldest")  # eight such spans fit
+    batches = [[span(4 * b + i, 200) for i in range(4)] for b in range(3)]
+    for batch in batches:
+        await q.put(batch)
+        assert q._fresh_bytes <= 2000
+    assert counters.snapshot()["dropped"] == {"queue_full": 4}
+    taken = [s for item in await q.take(100, 1 << 20, 0) for s in item.spans]
+    assert taken == batches[1] + batches[2]
+    assert taken[-1] is batches[2][-1]  # kept: the object put
+    assert taken[0] is not batches[1][0]  # forgotten: decoded from disk
+    assert q._fresh == {} and q._fresh_bytes == 0
+    await q.aclose()
