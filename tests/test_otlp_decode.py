@@ -1,0 +1,194 @@
+"""OTLP protobuf → records: today's decoders give exactly what the frozen reference mapping gives.
+
+`otlp_decode_reference` is `shipper.otlp.decode` as it was before it was sped up. Checked here against
+it, on generated requests (every AnyValue type, events, links, status, resource, scope, missing fields,
+bad ids, duplicate keys, long keys and names): `decode_spans` and `lift`. Records are compared
+by `repr`, so key order and NaN count too.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import otlp_decode_reference as ref
+from google.protobuf.message import DecodeError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+from shipper.errors import RecordError
+from shipper.otlp import decode
+from shipper.otlp import langfuse as lf
+from shipper.otlp import semconv as sc
+from shipper.receivers import otlp_intake
+from shipper.receivers.otlp_intake import decode_spans
+from shipper.record import Reject, validate
+
+LIMIT = 1 << 24
+
+
+def reference(body: bytes) -> tuple[list[dict[str, Any]], list[Reject]]:
+    """What the receivers decoded before: the standard parser, the reference mapping, validate."""
+    message = ExportTraceServiceRequest.FromString(body)
+    records: list[dict[str, Any]] = []
+    rejects: list[Reject] = []
+    for otel, pb in ref.from_request(message):
+        try:
+            records.append(validate(ref.to_record(otel)))
+        except RecordError as exc:
+            rejects.append(Reject(exc.reason, exc.detail, otlp_intake._excerpt(pb, LIMIT)))
+    return records, rejects
+
+
+def outcome(decoder: Any, body: bytes) -> str:
+    try:
+        return repr(decoder(body))
+    except DecodeError as exc:
+        return f"DecodeError {exc}"
+    except Exception as exc:  # the same failure, if any, for the same input
+        return f"{type(exc).__name__}"
+
+
+def same_as_reference(body: bytes) -> None:
+    expected = outcome(reference, body)
+    assert outcome(lambda b: decode_spans(ExportTraceServiceRequest.FromString(b), LIMIT), body) == expected
+
+
+# -- generated requests ----------------------------------------------------------------------------------
+
+NAMES = sorted({value for module in (sc, lf) for constant in vars(module).values()
+                for value in ([constant] if isinstance(constant, str) else
+                              [*constant.keys(), *constant.values()] if isinstance(constant, dict) else
+                              list(constant) if isinstance(constant, tuple) else [])
+                if isinstance(value, str) and "." in value}
+               | {*ref.GENAI_USAGE_OLD, *ref.USER_IDS, "gen_ai.usage.cost", "llm.response.model_name", "llm.system"})
+"""Every attribute name the conventions know (from semconv / langfuse, not from the decoder under test)."""
+LIFTED = [*NAMES, "llm.input_messages.0.message.role", "llm.input_messages.0.message.content",
+          "llm.output_messages.1.message.content", "llm.input_messages.0.message.tool_calls.0.tool_call.id",
+          "langfuse.trace.metadata.a", "langfuse.observation.metadata.b", "error.type", "exception.type",
+          "exception.message"]
+KEYS = st.one_of(st.sampled_from(LIFTED), st.sampled_from(LIFTED), st.sampled_from(["a", "b", "http.route", ""]),
+                 st.text(max_size=8), st.just("k" * 300))
+JSON_TEXT = st.sampled_from(['{"temperature": 0.5}', '["x", "y"]', '"quoted"', "{bad", "[]", "{}",
+                             '{"input": 3, "output": 4, "total": 7}', '{"total": 0.25}', '[{"role": "user"}]',
+                             '[{"role": "user", "parts": [{"type": "text", "content": "hi"}]}]',
+                             "2024-01-01T00:00:00Z", "LLM", "chain", "generation", "chat", "application/json"])
+SCALARS = st.one_of(
+    st.tuples(st.just("string_value"), st.one_of(st.text(max_size=20), JSON_TEXT, st.just("x" * 300))),
+    st.tuples(st.just("int_value"), st.one_of(st.integers(-(2**63), 2**63 - 1), st.integers(-3, 300))),
+    st.tuples(st.just("double_value"), st.one_of(st.floats(), st.sampled_from([0.0, -0.0, 1.5, math.inf]))),
+    st.tuples(st.just("bool_value"), st.booleans()),
+    st.tuples(st.just("bytes_value"), st.binary(max_size=8)),
+    st.just(("none", None)),
+)
+ARRAYS = st.tuples(st.just("array_value"), st.lists(SCALARS, max_size=3))
+VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
+    st.tuples(st.just("array_value"), st.lists(inner, max_size=3)),
+    st.tuples(st.just("kvlist_value"), st.lists(st.tuples(KEYS, inner), max_size=3))), max_leaves=6)
+"""Any AnyValue; FAST_VALUES: the ones the fast path reads itself (scalars, arrays of scalars)."""
+FAST_VALUES = st.one_of(SCALARS, SCALARS, ARRAYS)
+
+
+def spans(values: Any, valid: bool) -> Any:
+    """Spans with attributes of `values`; `valid`: good ids and times (records), else any."""
+    attributes = st.lists(st.tuples(KEYS, values), max_size=8)
+    ids16, ids8 = (st.binary(min_size=size, max_size=size).filter(any) for size in (16, 8))
+    if not valid:
+        ids16 = st.one_of(ids16, ids16, st.just(b"\0" * 16), st.binary(max_size=17))
+        ids8 = st.one_of(ids8, ids8, st.just(b"\0" * 8), st.just(b""), st.binary(max_size=9))
+    times = st.one_of(st.integers(0, 2**64 - 1), st.sampled_from([0, 1_000, 2_000]))
+    return st.fixed_dictionaries({
+        "trace_id": ids16, "span_id": ids8, "parent_span_id": st.one_of(st.just(b""), ids8),
+        "name": st.one_of(st.text(max_size=10), st.just("n" * 1100)),
+        "start": times, "end": times, "kind": st.integers(-1, 7), "code": st.integers(0, 4),
+        "message": st.text(max_size=5), "attributes": attributes,
+        "events": st.lists(st.tuples(st.sampled_from(["exception", "token", ""]), times, attributes), max_size=2),
+        "links": st.lists(st.tuples(ids16, ids8, attributes), max_size=2),
+    }).map(lambda s: {**s, "start": min(s["start"], s["end"]), "end": max(s["start"], s["end"])} if valid else s)
+
+
+def requests(values: Any, valid: bool) -> Any:
+    return st.lists(st.tuples(
+        st.lists(st.tuples(KEYS, VALUES), max_size=6),  # resource
+        st.lists(st.tuples(st.text(max_size=5), st.text(max_size=5), st.lists(spans(values, valid), max_size=3)),
+                 max_size=2),
+    ), max_size=2)
+
+
+def set_value(target: AnyValue, value: tuple[str, Any]) -> None:
+    kind, inner = value
+    if kind == "none":
+        return
+    if kind == "array_value":
+        target.array_value.SetInParent()
+        for item in inner:
+            set_value(target.array_value.values.add(), item)
+    elif kind == "kvlist_value":
+        target.kvlist_value.SetInParent()
+        for key, item in inner:
+            set_value(target.kvlist_value.values.add(key=key).value, item)
+    else:
+        setattr(target, kind, inner)
+
+
+def add_attributes(target: Any, attributes: list[tuple[str, tuple[str, Any]]]) -> None:
+    for key, value in attributes:
+        set_value(target.add(key=key).value, value)
+
+
+def build(spec: list[Any]) -> bytes:
+    message = ExportTraceServiceRequest()
+    for resource, scopes in spec:
+        rs = message.resource_spans.add()
+        add_attributes(rs.resource.attributes, resource)
+        for scope_name, scope_version, spans in scopes:
+            ss = rs.scope_spans.add()
+            ss.scope.name, ss.scope.version = scope_name, scope_version
+            for s in spans:
+                pb = ss.spans.add(trace_id=s["trace_id"], span_id=s["span_id"], parent_span_id=s["parent_span_id"],
+                                  name=s["name"], start_time_unix_nano=s["start"], end_time_unix_nano=s["end"],
+                                  kind=s["kind"])
+                pb.status.code, pb.status.message = s["code"], s["message"]
+                add_attributes(pb.attributes, s["attributes"])
+                for name, time_ns, attributes in s["events"]:
+                    add_attributes(pb.events.add(name=name, time_unix_nano=time_ns).attributes, attributes)
+                for trace_id, span_id, attributes in s["links"]:
+                    add_attributes(pb.links.add(trace_id=trace_id, span_id=span_id).attributes, attributes)
+    return message.SerializeToString()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(requests(VALUES, valid=False))
+def test_generated_requests_decode_as_the_reference_does(spec: list[Any]) -> None:
+    same_as_reference(build(spec))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(KEYS, VALUES), max_size=10), st.integers(0, 2**40))
+def test_lift_gives_what_the_reference_gives(attributes: list[Any], start_ns: int) -> None:
+    kvs = []
+    for key, value in attributes:
+        kv = KeyValue(key=key)
+        set_value(kv.value, value)
+        kvs.append(kv)
+    attrs = decode.key_values(kvs)
+    assert outcome(lambda a: decode.lift(a, start_ns), attrs) == outcome(lambda a: ref.lift(a, start_ns), attrs)
+
+
+SAMPLE_VALUES = ["x", "", "LLM", "chat", "generation", '{"a": 1, "total": 2, "input": 3}', '["t"]', '"q"', "{bad",
+                 "application/json", "2024-01-01T00:00:00Z", '[{"role": "user", "content": "hi"}]', 0, 7, -1, 2.5,
+                 -0.5, True, None, ["a", 1], [], {"k": "v"}, b"\x01"]
+
+
+def test_each_known_name_alone_and_in_pairs_lifts_as_the_reference_does() -> None:
+    for name in LIFTED:
+        for value in SAMPLE_VALUES:
+            attrs = {name: value}
+            assert outcome(decode.lift, attrs) == outcome(ref.lift, attrs), attrs
+    for first in LIFTED:
+        for second in LIFTED:
+            for value, other in (("x", "y"), (3, 5), ('{"total": 1}', 0.5), (["a"], "y")):
+                attrs = {first: value, second: other}
+                assert outcome(decode.lift, attrs) == outcome(ref.lift, attrs), attrs
