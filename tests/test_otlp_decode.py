@@ -2,28 +2,33 @@
 
 `otlp_decode_reference` is `shipper.otlp.decode` as it was before it was sped up. Checked here against
 it, on generated requests (every AnyValue type, events, links, status, resource, scope, missing fields,
-bad ids, duplicate keys, long keys and names): `decode_spans` and `lift`. Records are compared
+bad ids, duplicate keys, long keys and names) and on corrupted bodies: `decode_body` (the receivers'
+fast protobuf path, with its fallback), `decode_spans` (the general path) and `lift`. Records are compared
 by `repr`, so key order and NaN count too.
 """
 
 from __future__ import annotations
 
 import math
+import random
+import struct
 from typing import Any
 
 import otlp_decode_reference as ref
+import pytest
 from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from benchmarks.otlp_load import requests as benchmark_requests
 from shipper.errors import RecordError
 from shipper.otlp import decode
 from shipper.otlp import langfuse as lf
 from shipper.otlp import semconv as sc
 from shipper.receivers import otlp_intake
-from shipper.receivers.otlp_intake import decode_spans
+from shipper.receivers.otlp_intake import decode_body, decode_spans
 from shipper.record import Reject, validate
 
 LIMIT = 1 << 24
@@ -53,6 +58,7 @@ def outcome(decoder: Any, body: bytes) -> str:
 
 def same_as_reference(body: bytes) -> None:
     expected = outcome(reference, body)
+    assert outcome(lambda b: decode_body(b, LIMIT), body) == expected
     assert outcome(lambda b: decode_spans(ExportTraceServiceRequest.FromString(b), LIMIT), body) == expected
 
 
@@ -166,6 +172,17 @@ def test_generated_requests_decode_as_the_reference_does(spec: list[Any]) -> Non
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(requests(FAST_VALUES, valid=True))
+def test_generated_valid_requests_take_the_fast_path_and_decode_as_the_reference_does(spec: list[Any]) -> None:
+    body = build(spec)
+    expected = outcome(reference, body)
+    if expected.startswith("(["):  # decoded (a few attribute values make the mapping raise, either way)
+        taken = otlp_intake._fast_records(otlp_intake._FAST_REQUEST.FromString(body))
+        assert repr((taken, [])) == expected
+    assert outcome(lambda b: decode_body(b, LIMIT), body) == expected
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(KEYS, VALUES), max_size=10), st.integers(0, 2**40))
 def test_lift_gives_what_the_reference_gives(attributes: list[Any], start_ns: int) -> None:
     kvs = []
@@ -192,3 +209,156 @@ def test_each_known_name_alone_and_in_pairs_lifts_as_the_reference_does() -> Non
             for value, other in (("x", "y"), (3, 5), ('{"total": 1}', 0.5), (["a"], "y")):
                 attrs = {first: value, second: other}
                 assert outcome(decode.lift, attrs) == outcome(ref.lift, attrs), attrs
+
+
+# -- the fast path's edges, written by hand --------------------------------------------------------------
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def field(number: int, payload: bytes) -> bytes:
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def with_raw_attribute(kv: bytes, service: str = "svc") -> bytes:
+    """A one-span request whose span's attributes are [good, kv, good]: `kv` as encoded bytes."""
+    message = ExportTraceServiceRequest()
+    rs = message.resource_spans.add()
+    rs.resource.attributes.add(key="service.name").value.string_value = service
+    pb = rs.scope_spans.add().spans.add(trace_id=b"\1" * 16, span_id=b"\2" * 8, name="s", start_time_unix_nano=1,
+                                        end_time_unix_nano=2)
+    pb.attributes.add(key="gen_ai.request.model").value.string_value = "m"
+    z = KeyValue(key="z", value=AnyValue(int_value=1)).SerializeToString()
+    span = pb.SerializeToString() + field(9, kv) + field(9, z)  # Span.attributes: field 9
+    resource_spans = field(1, rs.resource.SerializeToString()) + field(2, field(2, span))
+    return field(1, resource_spans)
+
+
+ODD_KEY_VALUES = {
+    "canonical string": field(1, b"k") + field(2, field(1, b"v")),
+    "value before key": field(2, field(1, b"v")) + field(1, b"k"),
+    "key twice": field(1, b"a") + field(1, b"b") + field(2, field(1, b"v")),
+    "value twice (arrays merge)": field(1, b"k") + field(2, field(5, field(1, field(1, b"x"))))
+    + field(2, field(5, field(1, field(1, b"y")))),
+    "no value": field(1, b"k"),
+    "empty value": field(1, b"k") + field(2, b""),
+    "no key": field(2, field(1, b"v")),
+    "unknown field in KeyValue": field(1, b"k") + field(2, field(1, b"v")) + field(7, b"?"),
+    "two values in one AnyValue": field(1, b"k") + field(2, field(1, b"v") + b"\x18\x05"),
+    "bad UTF-8 value": field(1, b"k") + field(2, field(1, b"\xff")),
+    "surrogate value": field(1, b"k") + field(2, field(1, b"\xed\xa0\x80")),
+    "bad UTF-8 key": field(1, b"\xc0\x80") + field(2, b"\x18\x01"),
+    "negative int": field(1, b"k") + field(2, b"\x18" + varint(2**64 - 5)),
+    "most negative int": field(1, b"k") + field(2, b"\x18" + varint(2**63)),
+    "max int": field(1, b"k") + field(2, b"\x18" + varint(2**63 - 1)),
+    "overlong varint": field(1, b"k") + field(2, b"\x18\x85\x80\x00"),
+    "ten-byte varint with high bits": field(1, b"k") + field(2, b"\x18" + b"\xff" * 9 + b"\x7f"),
+    "eleven-byte varint": field(1, b"k") + field(2, b"\x18" + b"\xff" * 10 + b"\x01"),
+    "truncated varint": field(1, b"k") + field(2, b"\x18\xff"),
+    "bool 2": field(1, b"k") + field(2, b"\x10\x02"),
+    "bool true": field(1, b"k") + field(2, b"\x10\x01"),
+    "double": field(1, b"k") + field(2, b"\x21" + struct.pack("<d", -0.0)),
+    "double nan": field(1, b"k") + field(2, b"\x21" + struct.pack("<d", math.nan)),
+    "short double": field(1, b"k") + field(2, b"\x21\x00\x00"),
+    "bytes": field(1, b"k") + field(2, field(7, b"\x00\xff")),
+    "array of scalars": field(1, b"k") + field(2, field(5, field(1, field(1, b"a")) + field(1, b"\x18\x02")
+                                                         + field(1, b""))),
+    "array in an array": field(1, b"k") + field(2, field(5, field(1, field(5, field(1, b"\x18\x02"))))),
+    "kvlist": field(1, b"k") + field(2, field(6, field(1, field(1, b"a") + field(2, b"\x18\x02")))),
+    "array with an unknown field": field(1, b"k") + field(2, field(5, field(2, b"x"))),
+    "length past the end": field(1, b"k") + field(2, b"\x0a\x05ab"),
+    "gen_ai.request.temperature empty": field(1, b"gen_ai.request.temperature") + field(2, b""),
+    "long key": field(1, b"q" * 300) + field(2, b"\x18\x01"),
+    "tags array": field(1, b"tag.tags") + field(2, field(5, field(1, field(1, b"t1")) + field(1, field(1, b"t2")))),
+}
+
+
+@pytest.mark.parametrize("name", list(ODD_KEY_VALUES))
+def test_odd_key_values_decode_as_the_reference_does(name: str) -> None:
+    same_as_reference(with_raw_attribute(ODD_KEY_VALUES[name]))
+
+
+def test_deep_nesting_is_refused_as_the_standard_parser_refuses_it() -> None:
+    value = b"\x18\x01"
+    for _ in range(200):
+        value = field(5, field(1, value))  # AnyValue{array_value{values: [value]}}
+    body = with_raw_attribute(field(1, b"k") + field(2, value))
+    with pytest.raises(DecodeError):
+        ExportTraceServiceRequest.FromString(body)
+    same_as_reference(body)
+
+
+def test_corrupted_bodies_decode_or_fail_as_the_reference_does() -> None:
+    rng = random.Random(7)
+    seeds = [build([([("service.name", ("string_value", "s"))],
+                     [("sc", "1", [{"trace_id": b"\1" * 16, "span_id": b"\2" * 8, "parent_span_id": b"",
+                                    "name": "n", "start": 1, "end": 2, "kind": 3, "code": 2, "message": "m",
+                                    "attributes": [("gen_ai.request.model", ("string_value", "gpt")),
+                                                   ("gen_ai.usage.input_tokens", ("int_value", 52)),
+                                                   ("tag.tags", ("array_value", [("string_value", "a")])),
+                                                   ("t", ("double_value", 0.5))],
+                                    "events": [("exception", 5, [("exception.type", ("string_value", "E"))])],
+                                    "links": []}])])]),
+             *benchmark_requests(3, 3, random.Random(1))]
+    for seed in seeds:
+        for _ in range(300):
+            body = bytearray(seed)
+            for _ in range(rng.randint(1, 3)):
+                what = rng.random()
+                i = rng.randrange(len(body))
+                if what < 0.6:
+                    body[i] = rng.randrange(256)
+                elif what < 0.8:
+                    del body[i]
+                else:
+                    body.insert(i, rng.randrange(256))
+            same_as_reference(bytes(body))
+
+
+# -- the fast path is taken, and records share nothing mutable ------------------------------------------
+
+
+def test_the_benchmark_requests_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    bodies = benchmark_requests(600, 512, random.Random(3))
+    expected = [reference(body) for body in bodies]
+
+    def general(*_: Any) -> Any:
+        raise AssertionError("the general path was taken")
+
+    monkeypatch.setattr(otlp_intake, "decode_spans", general)
+    assert [repr(decode_body(body, LIMIT)) for body in bodies] == [repr(e) for e in expected]
+
+
+def test_records_of_one_request_share_no_mutable_value() -> None:
+    spans = [{"trace_id": b"\1" * 16, "span_id": bytes([1 + i] * 8), "parent_span_id": b"", "name": "n",
+              "start": 1, "end": 2, "kind": 1, "code": 0, "message": "",
+              "attributes": [("tag.tags", ("array_value", [("string_value", "a")])), ("k", ("string_value", "v"))],
+              "events": [], "links": []} for i in range(3)]
+    body = build([([("service.name", ("string_value", "s")), ("host", ("string_value", "h")),
+                    ("args", ("array_value", [("string_value", "x")]))], [("sc", "", spans)])])
+    for _ in range(2):  # the second time, from the cache
+        records, _ = decode_body(body, LIMIT)
+        first, second = records[0], records[1]
+        first["attributes"]["tag.tags"].append("changed")
+        first["resource"]["host"] = "changed"
+        first["resource"]["args"].append("changed")
+        first["attributes"]["k"] = "changed"
+        assert second["attributes"]["tag.tags"] == ["a"] and second["attributes"]["k"] == "v"
+        assert second["resource"] == {"host": "h", "args": ["x"]}
+        assert first["tags"] == ["a"]  # lifted from the span's own list, not the record's attribute
+
+
+def test_the_cache_stays_bounded() -> None:
+    spans = [{"trace_id": b"\1" * 16, "span_id": b"\2" * 8, "parent_span_id": b"", "name": "n", "start": 1,
+              "end": 2, "kind": 1, "code": 0, "message": "",
+              "attributes": [(f"k{i}", ("int_value", j)) for j in range(50)], "events": [], "links": []}
+             for i in range(200)]
+    decode_body(build([([], [("", "", spans)])]), LIMIT)
+    assert 0 < len(otlp_intake._cache) <= otlp_intake._CACHE_MAX
