@@ -141,7 +141,6 @@ _SIDES = (("input", sc.INPUT_VALUE, sc.INPUT_MIME, lf.INPUT, sc.TOOL_CALL_ARGUME
 _OI_MESSAGES = ("llm.input_messages.", "llm.output_messages.")
 _PREFIXES = (*_OI_MESSAGES, *lf.METADATA)
 """Name prefixes `lift` reads: OpenInference's flattened messages and Langfuse's metadata entries."""
-_JOINED_PREFIXES = tuple("\n" + prefix for prefix in _PREFIXES)
 
 
 def _kind(attrs: Mapping[str, Any]) -> str:
@@ -174,12 +173,14 @@ def _present(attrs: Mapping[str, Any]) -> frozenset[str]:
 
 
 def _prefixed(attrs: Mapping[str, Any]) -> bool:
-    """Whether some key of `attrs` may start with one of `_PREFIXES` (never False when one does)."""
+    """Whether some key of `attrs` starts with one of `_PREFIXES`."""
     try:
-        joined = "\n" + "\n".join(attrs)
+        joined = "".join(attrs)
     except TypeError:  # a key that is not text: let the exact loops decide
         return True
-    return any(prefix in joined for prefix in _JOINED_PREFIXES)
+    if "_messages." not in joined and "metadata." not in joined:  # each prefix holds one of the two
+        return False
+    return any(key.startswith(_PREFIXES) for key in attrs)
 
 
 def _usage(attrs: Mapping[str, Any], present: frozenset[str]) -> dict[str, int]:

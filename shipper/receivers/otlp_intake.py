@@ -209,7 +209,8 @@ except Exception as exc:  # an opentelemetry-proto / protobuf this was not made 
 _CACHE_MAX = 4096
 """KeyValues kept read (each of at most `_CACHE_BYTES` bytes): a few hundred kB at most."""
 _CACHE_BYTES = 128
-_cache: dict[bytes, tuple[str, Any, bool]] = {}
+_cache: dict[bytes, tuple[str, Any]] = {}
+"""Encoded KeyValue → (key, value), for those `clean_attributes` keeps as they are (scalars)."""
 _OTEL_KIND = dict(enumerate(OTEL_KINDS))
 _STATUS = dict(enumerate(STATUS_CODES))
 _double = struct.Struct("<d").unpack_from
@@ -273,6 +274,36 @@ def _any_value(b: bytes, i: int, end: int, top: bool) -> Any:
 
 def _key_value(b: bytes) -> tuple[str, Any, bool]:
     """An encoded KeyValue as (key, value, whether `clean_attributes` keeps the pair as it is)."""
+    # The usual shape, inline: a key under 128 bytes (so under 256 characters), then the value: a string
+    # (length in one or two bytes), a small non-negative int or a double. Any other: _key_value_any.
+    n = len(b)
+    if n > 4 and b[0] == 0x0A and b[1] < 0x80:
+        i = 2 + b[1]  # after the key
+        if i + 3 < n and b[i] == 0x12:
+            size, j = b[i + 1], i + 2  # the AnyValue: b[j:j + size]
+            if size >= 0x80:
+                size, j = ((size & 0x7F) | (b[j] << 7), j + 1) if b[j] < 0x80 else (-1, j)
+            if j + size == n and n - j >= 2:
+                tag = b[j]
+                if tag == 0x0A:  # string
+                    size, k = b[j + 1], j + 2
+                    if size >= 0x80:
+                        size, k = ((size & 0x7F) | (b[k] << 7), k + 1) if k < n and b[k] < 0x80 else (-1, k)
+                    if k + size == n:
+                        return b[2:i].decode(), b[k:].decode(), True
+                elif tag == 0x18:  # int, a varint of one or two bytes
+                    if n - j == 2 and b[j + 1] < 0x80:
+                        return b[2:i].decode(), b[j + 1], True
+                    if n - j == 3 and b[j + 1] >= 0x80 and b[j + 2] < 0x80:
+                        return b[2:i].decode(), (b[j + 1] & 0x7F) | (b[j + 2] << 7), True
+                elif tag == 0x21 and n - j == 9:  # double
+                    value = _double(b, j + 1)[0]
+                    return b[2:i].decode(), value, value - value == 0.0  # kept when finite
+    return _key_value_any(b)
+
+
+def _key_value_any(b: bytes) -> tuple[str, Any, bool]:
+    """`_key_value` of any KeyValue the fast path reads (fields in order, each once)."""
     n = len(b)
     key, i = "", 0
     value: Any = None
@@ -308,19 +339,22 @@ def _fast_records(message: Any) -> list[Record]:
             scope = scope_spans.scope
             scope_name, scope_version = scope.name, scope.version
             for pb in scope_spans.spans:
-                raw: dict[str, Any] = {}
+                encoded = pb.attributes
+                pairs: list[Any] = list(map(cache_get, encoded))  # (key, value) of each KeyValue seen before, else None
                 kept = True
-                for b in pb.attributes:
-                    entry = cache_get(b)
-                    if entry is None:
-                        entry = _key_value(b)
-                        if len(b) <= _CACHE_BYTES and type(entry[1]) is not list:
-                            if len(cache) >= _CACHE_MAX:
-                                cache.clear()
-                            cache[b] = entry
-                    key, value, same = entry
-                    raw[key] = value
-                    kept = kept and same
+                i = -1
+                for _ in range(pairs.count(None)):
+                    i = pairs.index(None, i + 1)
+                    b = encoded[i]
+                    key, value, same = _key_value(b)
+                    pairs[i] = pair = (key, value)
+                    if not same:
+                        kept = False
+                    elif len(b) <= _CACHE_BYTES:  # kept as it is: a scalar, so the pair can be shared
+                        if len(cache) >= _CACHE_MAX:
+                            cache.clear()
+                        cache[b] = pair
+                raw: dict[str, Any] = dict(pairs)
                 status = pb.status
                 events = pb.events
                 links = pb.links
