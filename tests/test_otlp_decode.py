@@ -199,6 +199,11 @@ SAMPLE_VALUES = ["x", "", "LLM", "chat", "generation", '{"a": 1, "total": 2, "in
                  -0.5, True, None, ["a", 1], [], {"k": "v"}, b"\x01"]
 
 
+def test_every_prefix_holds_what_the_prefix_check_looks_for() -> None:
+    assert all("_messages." in prefix or "metadata." in prefix for prefix in decode._PREFIXES)
+    assert {*decode._PREFIXES} == {"llm.input_messages.", "llm.output_messages.", *lf.METADATA}
+
+
 def test_each_known_name_alone_and_in_pairs_lifts_as_the_reference_does() -> None:
     for name in LIFTED:
         for value in SAMPLE_VALUES:

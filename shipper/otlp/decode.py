@@ -183,15 +183,13 @@ def _prefixed(attrs: Mapping[str, Any]) -> bool:
     return any(key.startswith(_PREFIXES) for key in attrs)
 
 
-def _usage(attrs: Mapping[str, Any], present: frozenset[str]) -> dict[str, int]:
+def _usage(attrs: Mapping[str, Any], plan: _Plan) -> dict[str, int]:
     usage: dict[str, int] = {}
-    if not _USAGE_NAMES.isdisjoint(present):
-        for name, key in _USAGE_ORDER:
-            if name in attrs:
-                count = _count(attrs[name])
-                if count is not None:
-                    usage[key] = count
-    if lf.USAGE not in present:
+    for name, key in plan.usage:
+        count = _count(attrs[name])
+        if count is not None:
+            usage[key] = count
+    if not plan.langfuse_usage:
         return usage
     details = parse_json(attrs.get(lf.USAGE))
     if isinstance(details, dict):
@@ -209,16 +207,14 @@ def _usage(attrs: Mapping[str, Any], present: frozenset[str]) -> dict[str, int]:
     return usage
 
 
-def _params(attrs: Mapping[str, Any], present: frozenset[str]) -> dict[str, Any] | None:
-    for name in _PARAMS_JSON_NAMES:
-        if name in present:
-            params = parse_json(attrs.get(name))
-            if isinstance(params, dict) and params:
-                return params
-    if _PARAM_NAMES.isdisjoint(present):
+def _params(attrs: Mapping[str, Any], plan: _Plan) -> dict[str, Any] | None:
+    for name in plan.params_json:
+        params = parse_json(attrs[name])
+        if isinstance(params, dict) and params:
+            return params
+    if not plan.params:
         return None
-    params = {key: attrs[name] for name, key in _PARAM_OF.items() if name in attrs}
-    return params or None
+    return {key: attrs[name] for name, key in plan.params}
 
 
 def _ttft_ns(attrs: Mapping[str, Any], start_ns: int) -> int | None:
@@ -236,33 +232,66 @@ def _ttft_ns(attrs: Mapping[str, Any], start_ns: int) -> int | None:
     return None
 
 
-def _first_text(attrs: Mapping[str, Any], present: frozenset[str], names: tuple[str, ...]) -> str | None:
-    """The first of `names` that holds a non-empty string (what `_text(a) or _text(b) or ...` gives)."""
+def _first_text(attrs: Mapping[str, Any], names: tuple[str, ...]) -> str | None:
+    """The first of `names` (all in attrs) holding a non-empty string: what `_text(a) or _text(b) or ...` gives."""
     for name in names:
-        if name in present:
-            value = attrs[name]
-            if isinstance(value, str) and value:
-                return value
+        value = attrs[name]
+        if isinstance(value, str) and value:
+            return value
     return None
 
 
-def _llm(attrs: Mapping[str, Any], start_ns: int, present: frozenset[str], prefixed: bool) -> dict[str, Any]:
+class _Plan:
+    """For one set of present `_LIFT_NAMES`: those of each lookup in several names that are there, in order."""
+
+    __slots__ = ("cost", "kind", "langfuse_usage", "model", "params", "params_json", "provider", "response_model",
+                 "session", "tags", "ttft", "usage", "user")
+
+    def __init__(self, present: frozenset[str]) -> None:
+        def there(names: tuple[str, ...]) -> tuple[str, ...]:
+            return tuple(name for name in names if name in present)
+
+        self.kind = not _KIND_NAMES.isdisjoint(present)
+        self.model, self.response_model = there(_MODEL_NAMES), there(_RESPONSE_MODEL_NAMES)
+        self.provider, self.params_json = there(_PROVIDER_NAMES), there(_PARAMS_JSON_NAMES)
+        self.params = tuple((name, key) for name, key in _PARAM_OF.items() if name in present)
+        self.usage = tuple((name, key) for name, key in _USAGE_ORDER if name in present)
+        self.langfuse_usage = lf.USAGE in present
+        self.cost, self.ttft = there(_COST_NAMES), not _TTFT_NAMES.isdisjoint(present)
+        self.session, self.user, self.tags = there(_SESSION_NAMES), there(USER_IDS), there(_TAG_NAMES)
+
+
+_PLANS_MAX = 1024
+_plans: dict[frozenset[str], _Plan] = {}
+
+
+def _plan(present: frozenset[str]) -> _Plan:
+    plan = _plans.get(present)
+    if plan is None:
+        if len(_plans) >= _PLANS_MAX:  # bounded whatever names the spans hold
+            _plans.clear()
+        plan = _plans[present] = _Plan(present)
+    return plan
+
+
+def _llm(attrs: Mapping[str, Any], start_ns: int, present: frozenset[str], plan: _Plan,
+         prefixed: bool) -> dict[str, Any]:
     """`present`: the `_LIFT_NAMES` attrs has; `prefixed`: whether a key may have one of `_PREFIXES`."""
     llm: dict[str, Any] = {}
-    model = _first_text(attrs, present, _MODEL_NAMES)
+    model = _first_text(attrs, plan.model)
     if model:
         llm["model"] = model
-    response_model = _first_text(attrs, present, _RESPONSE_MODEL_NAMES)
+    response_model = _first_text(attrs, plan.response_model)
     if response_model:
         llm["response_model"] = response_model
-    provider = _first_text(attrs, present, _PROVIDER_NAMES)
+    provider = _first_text(attrs, plan.provider)
     if provider:
         llm["provider"] = provider
     if sc.OPERATION_NAME in present:
         operation = _text(attrs[sc.OPERATION_NAME])
         if operation:
             llm["operation"] = operation
-    params = _params(attrs, present)
+    params = _params(attrs, plan)
     if params:
         llm["params"] = params
     oi = oi_messages_from(attrs) if prefixed else {}
@@ -270,21 +299,20 @@ def _llm(attrs: Mapping[str, Any], start_ns: int, present: frozenset[str], prefi
         messages = oi.get(side) or (genai_messages_from(attrs[name], side == "output") if name in present else None)
         if messages:
             llm[f"{side}_messages"] = messages
-    usage = _usage(attrs, present)
+    usage = _usage(attrs, plan)
     if usage:
         llm["usage"] = usage
     cost = None
-    for name in _COST_NAMES:
-        if name in present:
-            cost = _cost(attrs[name])
-            if cost is not None:
-                break
+    for name in plan.cost:
+        cost = _cost(attrs[name])
+        if cost is not None:
+            break
     if cost is None and lf.COST in present:
         details = parse_json(attrs[lf.COST])
         cost = _cost(details.get("total")) if isinstance(details, dict) else None
     if cost is not None:
         llm["cost_usd"] = cost
-    if not _TTFT_NAMES.isdisjoint(present):
+    if plan.ttft:
         ttft = _ttft_ns(attrs, start_ns)
         if ttft is not None:
             llm["time_to_first_token_ns"] = ttft
@@ -305,10 +333,8 @@ def _value(attrs: Mapping[str, Any], value_key: str, mime_key: str, langfuse_key
     return None
 
 
-def _tags(attrs: Mapping[str, Any], present: frozenset[str]) -> list[str] | None:
-    for name in _TAG_NAMES:
-        if name not in present:
-            continue
+def _tags(attrs: Mapping[str, Any], plan: _Plan) -> list[str] | None:
+    for name in plan.tags:
         tags = parse_json(attrs[name])
         if isinstance(tags, str) and tags:
             return [tags]
@@ -328,10 +354,14 @@ def _lift_into(out: dict[str, Any], attrs: Mapping[str, Any], start_ns: int) -> 
     """`lift(attrs, start_ns)`'s fields, set in `out` in the same order."""
     present = _present(attrs)
     prefixed = _prefixed(attrs)
-    out["kind"] = _kind(attrs) if not _KIND_NAMES.isdisjoint(present) else "span"
-    if not present and not prefixed:
-        return
-    llm = _llm(attrs, start_ns, present, prefixed)
+    if not present:
+        out["kind"] = "span"
+        if not prefixed:
+            return
+    plan = _plan(present)
+    if present:
+        out["kind"] = _kind(attrs) if plan.kind else "span"
+    llm = _llm(attrs, start_ns, present, plan, prefixed)
     if llm:
         out["llm"] = llm
     for side, value_key, mime_key, langfuse_key, tool_key, _ in _SIDES:
@@ -341,14 +371,14 @@ def _lift_into(out: dict[str, Any], attrs: Mapping[str, Any], start_ns: int) -> 
             value = parse_json(attrs[tool_key])
         if value is not None:
             out[side] = value
-    session = _first_text(attrs, present, _SESSION_NAMES)
+    session = _first_text(attrs, plan.session)
     if session:
         out["session_id"] = session
-    for name in USER_IDS:
-        if name in present and _text(attrs[name]):
+    for name in plan.user:
+        if _text(attrs[name]):
             out["user_id"] = str(attrs[name])
             break
-    tags = _tags(attrs, present)
+    tags = _tags(attrs, plan)
     if tags:
         out["tags"] = tags
     metadata = parse_json(attrs[sc.METADATA]) if sc.METADATA in present else None
