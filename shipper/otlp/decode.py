@@ -147,10 +147,13 @@ def _kind(attrs: Mapping[str, Any]) -> str:
     oi = attrs.get(sc.SPAN_KIND)
     if isinstance(oi, str) and oi.lower() in KINDS:
         return oi.lower()
-    langfuse_kind = lf.KINDS.get(attrs.get(lf.TYPE))  # type: ignore[arg-type]
+    # Only text can name a kind; an array or kvlist value (unhashable) is no kind, not an error.
+    observation = attrs.get(lf.TYPE)
+    langfuse_kind = lf.KINDS.get(observation) if isinstance(observation, str) else None
     if langfuse_kind:
         return langfuse_kind
-    return GENAI_KINDS.get(attrs.get(sc.OPERATION_NAME), "span")  # type: ignore[arg-type]
+    operation = attrs.get(sc.OPERATION_NAME)
+    return GENAI_KINDS.get(operation, "span") if isinstance(operation, str) else "span"
 
 
 _USAGE_ORDER = (*GENAI_USAGE_OLD.items(), *((k, v) for k, v in _USAGE_OF.items() if k.startswith("gen_ai.")),
@@ -220,7 +223,11 @@ def _params(attrs: Mapping[str, Any], plan: _Plan) -> dict[str, Any] | None:
 def _ttft_ns(attrs: Mapping[str, Any], start_ns: int) -> int | None:
     seconds = attrs.get(sc.TIME_TO_FIRST_CHUNK)
     if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds >= 0:
-        return round(seconds * 1e9)
+        try:
+            ns = seconds * 1e9
+        except OverflowError:  # an int too large for a float
+            return None
+        return round(ns) if math.isfinite(ns) else None  # inf (or a double near its limit) is no duration
     stamp = attrs.get(lf.COMPLETION_START)
     if isinstance(stamp, str) and stamp:
         try:
