@@ -138,6 +138,7 @@ _SESSION_NAMES = (sc.SESSION_ID, lf.SESSION, sc.CONVERSATION_ID)
 _TAG_NAMES = (sc.TAGS, lf.TAGS)
 _SIDES = (("input", sc.INPUT_VALUE, sc.INPUT_MIME, lf.INPUT, sc.TOOL_CALL_ARGUMENTS, sc.INPUT_MESSAGES),
           ("output", sc.OUTPUT_VALUE, sc.OUTPUT_MIME, lf.OUTPUT, sc.TOOL_CALL_RESULT, sc.OUTPUT_MESSAGES))
+_MESSAGE_NAMES = (("input", sc.INPUT_MESSAGES), ("output", sc.OUTPUT_MESSAGES))
 _OI_MESSAGES = ("llm.input_messages.", "llm.output_messages.")
 _PREFIXES = (*_OI_MESSAGES, *lf.METADATA)
 """Name prefixes `lift` reads: OpenInference's flattened messages and Langfuse's metadata entries."""
@@ -189,7 +190,8 @@ def _prefixed(attrs: Mapping[str, Any]) -> bool:
 def _usage(attrs: Mapping[str, Any], plan: _Plan) -> dict[str, int]:
     usage: dict[str, int] = {}
     for name, key in plan.usage:
-        count = _count(attrs[name])
+        value = attrs[name]
+        count = value if type(value) is int and value >= 0 else _count(value)
         if count is not None:
             usage[key] = count
     if not plan.langfuse_usage:
@@ -249,16 +251,21 @@ def _first_text(attrs: Mapping[str, Any], names: tuple[str, ...]) -> str | None:
 
 
 class _Plan:
-    """For one set of present `_LIFT_NAMES`: those of each lookup in several names that are there, in order."""
+    """What lift needs to know of one span's attribute names: `present` (the `_LIFT_NAMES` there), `prefixed`
+    (whether one starts with one of `_PREFIXES`), and of each lookup in several names the ones there, in order."""
 
-    __slots__ = ("cost", "kind", "langfuse_usage", "model", "params", "params_json", "provider", "response_model",
-                 "session", "tags", "ttft", "usage", "user")
+    __slots__ = ("cost", "kind", "langfuse_usage", "messages", "model", "params", "params_json", "prefixed",
+                 "present", "provider", "response_model", "session", "tags", "ttft", "usage", "user")
 
-    def __init__(self, present: frozenset[str]) -> None:
+    def __init__(self, attrs: Mapping[str, Any]) -> None:
+        self.present = present = _present(attrs)
+        self.prefixed = _prefixed(attrs)
+
         def there(names: tuple[str, ...]) -> tuple[str, ...]:
             return tuple(name for name in names if name in present)
 
         self.kind = not _KIND_NAMES.isdisjoint(present)
+        self.messages = sc.INPUT_MESSAGES in present or sc.OUTPUT_MESSAGES in present
         self.model, self.response_model = there(_MODEL_NAMES), there(_RESPONSE_MODEL_NAMES)
         self.provider, self.params_json = there(_PROVIDER_NAMES), there(_PARAMS_JSON_NAMES)
         self.params = tuple((name, key) for name, key in _PARAM_OF.items() if name in present)
@@ -268,16 +275,20 @@ class _Plan:
         self.session, self.user, self.tags = there(_SESSION_NAMES), there(USER_IDS), there(_TAG_NAMES)
 
 
-_PLANS_MAX = 1024
-_plans: dict[frozenset[str], _Plan] = {}
+_PLANS_MAX, _PLAN_KEYS_MAX = 1024, 64
+_plans: dict[tuple[str, ...], _Plan] = {}
+"""Plans by the span's attribute names as they come (spans of one instrumentation repeat theirs); bounded."""
 
 
-def _plan(present: frozenset[str]) -> _Plan:
-    plan = _plans.get(present)
+def _plan(attrs: Mapping[str, Any]) -> _Plan:
+    names = tuple(attrs)
+    plan = _plans.get(names)
     if plan is None:
-        if len(_plans) >= _PLANS_MAX:  # bounded whatever names the spans hold
-            _plans.clear()
-        plan = _plans[present] = _Plan(present)
+        plan = _Plan(attrs)
+        if len(names) <= _PLAN_KEYS_MAX:
+            if len(_plans) >= _PLANS_MAX:
+                _plans.clear()
+            _plans[names] = plan
     return plan
 
 
@@ -301,11 +312,13 @@ def _llm(attrs: Mapping[str, Any], start_ns: int, present: frozenset[str], plan:
     params = _params(attrs, plan)
     if params:
         llm["params"] = params
-    oi = oi_messages_from(attrs) if prefixed else {}
-    for side, *_, name in _SIDES:
-        messages = oi.get(side) or (genai_messages_from(attrs[name], side == "output") if name in present else None)
-        if messages:
-            llm[f"{side}_messages"] = messages
+    if prefixed or plan.messages:
+        oi = oi_messages_from(attrs) if prefixed else {}
+        for side, name in _MESSAGE_NAMES:
+            messages = oi.get(side) or (genai_messages_from(attrs[name], side == "output") if name in present
+                                        else None)
+            if messages:
+                llm[f"{side}_messages"] = messages
     usage = _usage(attrs, plan)
     if usage:
         llm["usage"] = usage
@@ -359,15 +372,11 @@ def lift(attrs: Mapping[str, Any], start_ns: int = 0) -> dict[str, Any]:
 
 def _lift_into(out: dict[str, Any], attrs: Mapping[str, Any], start_ns: int) -> None:
     """`lift(attrs, start_ns)`'s fields, set in `out` in the same order."""
-    present = _present(attrs)
-    prefixed = _prefixed(attrs)
-    if not present:
-        out["kind"] = "span"
-        if not prefixed:
-            return
-    plan = _plan(present)
-    if present:
-        out["kind"] = _kind(attrs) if plan.kind else "span"
+    plan = _plan(attrs)
+    present, prefixed = plan.present, plan.prefixed
+    out["kind"] = _kind(attrs) if plan.kind else "span"
+    if not present and not prefixed:
+        return
     llm = _llm(attrs, start_ns, present, plan, prefixed)
     if llm:
         out["llm"] = llm
