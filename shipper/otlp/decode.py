@@ -478,7 +478,8 @@ def build_record(trace_id: str, span_id: str, parent_id: str | None, name: str, 
             attributes.setdefault(SCOPE_VERSION, scope_version)
     record["otel_kind"] = otel_kind
     record["status"] = status
-    event_list = [{"name": str(n), "time_ns": int(t), "attributes": clean_attributes(a)} for n, t, a in events]
+    event_list = [{"name": str(n), "time_ns": int(t), "attributes": clean_attributes(a)}
+                  for n, t, a in events] if events else []
     if status == "error":
         record["error"] = _error(status_message, raw, event_list)
     if event_list:
