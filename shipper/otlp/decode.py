@@ -124,10 +124,12 @@ def _text(value: Any) -> str | None:
 
 # -- lifting ---------------------------------------------------------------------------------------------
 #
-# `lift` reads a few dozen fixed attribute names and a few name prefixes. It first takes the set of those
-# names the span has (`_present`: one C-level pass over its keys) and whether any key has one of the prefixes,
-# then runs only the parts whose attributes are there: a span without GenAI / OpenInference / Langfuse
-# attributes costs one set intersection. A name absent from the span reads as None, as `attrs.get` would.
+# `lift` reads a few dozen fixed attribute names and a few name prefixes. Which of those names a span has
+# (`_present`: one C-level set intersection) and whether a key has one of the prefixes depend on its
+# attribute names only, so they are worked out once per list of names (`_plan`, kept in a bounded dict:
+# spans of one instrumentation repeat theirs), with, for each lookup in several names, the ones there.
+# Only the parts whose attributes are there run; a span without GenAI / OpenInference / Langfuse attributes
+# costs a tuple of its names and a dict lookup. A name absent from the span reads as None, as `.get` would.
 
 _MODEL_NAMES = (sc.MODEL_NAME, sc.EMBEDDING_MODEL_NAME, lf.MODEL, sc.REQUEST_MODEL)
 _RESPONSE_MODEL_NAMES = (sc.RESPONSE_MODEL, "llm.response.model_name")

@@ -207,7 +207,7 @@ except Exception as exc:  # an opentelemetry-proto / protobuf this was not made 
     _FAST_REQUEST = None
 
 _CACHE_MAX = 4096
-"""KeyValues kept read (each of at most `_CACHE_BYTES` bytes): a few hundred kB at most."""
+"""KeyValues kept read (each of at most `_CACHE_BYTES` bytes): about 2 MB at most, then the cache starts anew."""
 _CACHE_BYTES = 128
 _cache: dict[bytes, tuple[str, Any]] = {}
 """Encoded KeyValue → (key, value), for those `clean_attributes` keeps as they are (scalars)."""
