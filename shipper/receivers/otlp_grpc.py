@@ -29,7 +29,6 @@ from typing import Any
 
 import anyio
 from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from shipper.component import Context, Deliver
 from shipper.errors import ConfigError
@@ -38,7 +37,7 @@ from shipper.receivers.otlp_intake import (
     RETRY_AFTER,
     Busy,
     Handover,
-    decode_spans,
+    decode_body,
     export_response,
     grpc_endpoints,
 )
@@ -177,25 +176,27 @@ class OTLPGRPCReceiver:
     async def _take(self, body: bytes, context: aio.ServicerContext) -> bytes:
         peer = context.peer() or ""
         source = f"{self.ctx.name} {peer.split(':', 1)[1]}" if ":" in peer else self.ctx.name
-        try:
-            message = ExportTraceServiceRequest.FromString(body)
-        except DecodeError as exc:
-            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT,
-                               f"the body is not a readable OTLP ExportTraceServiceRequest: {str(exc)[:200]}")
         busy: Busy | None = None
+        unreadable: str | None = None
         try:
-            records, rejects = decode_spans(message, self.ctx.max_record_bytes)
-            with anyio.move_on_after(self.config.timeout):
-                await self._running.wait()
-            if self._deliver is None:
-                raise Busy("shipper is starting; retry")
-            await self._handover.take(records, rejects, source, len(body), self._deliver)
+            try:  # parsed and decoded in one: DecodeError comes from the parsing only
+                records, rejects = decode_body(body, self.ctx.max_record_bytes)
+            except DecodeError as exc:
+                unreadable = f"the body is not a readable OTLP ExportTraceServiceRequest: {str(exc)[:200]}"
+            else:
+                with anyio.move_on_after(self.config.timeout):
+                    await self._running.wait()
+                if self._deliver is None:
+                    raise Busy("shipper is starting; retry")
+                await self._handover.take(records, rejects, source, len(body), self._deliver)
         except Busy as exc:
             busy = exc
         except Exception as exc:  # a bug of ours: answer INTERNAL, keep serving others
             log.exception("Failed to handle an OTLP/gRPC request from %s; answered INTERNAL.", source)
             self.counters.last_error = f"INTERNAL: {type(exc).__name__}: {exc}"[:500]
             await context.abort(grpc.StatusCode.INTERNAL, "internal error in shipper's otlp_grpc receiver")
+        if unreadable is not None:
+            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, unreadable)
         if busy is not None:
             context.set_trailing_metadata((("google.rpc.retryinfo-bin", _RETRY_INFO),))
             await self._refuse(context, grpc.StatusCode.UNAVAILABLE, str(busy))

@@ -59,7 +59,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from shipper.component import Context, Deliver, Intake
 from shipper.errors import ConfigError
 from shipper.receivers import grpc_hint
-from shipper.receivers.otlp_intake import decode_spans, export_response, grpc_endpoints
+from shipper.receivers.otlp_intake import decode_body, decode_spans, export_response, grpc_endpoints
 from shipper.values import ByteSize, Duration
 
 __all__ = ["OTLPHTTPReceiver", "parse_endpoint"]
@@ -465,13 +465,19 @@ class OTLPHTTPReceiver:
         elif encoding != "identity":
             raise _Refused(415, f"content encoding {encoding!r} is not supported; send gzip or identity",
                            json=is_json)
-        try:
-            message = parse_json(body) if is_json else ExportTraceServiceRequest.FromString(body)
-        except (ValueError, DecodeError, json_format.ParseError, orjson.JSONDecodeError) as exc:
-            kind = "OTLP/JSON" if is_json else "OTLP protobuf"
-            raise _Refused(400, f"the body is not a readable {kind} ExportTraceServiceRequest: "
-                                f"{str(exc)[:200]}", json=is_json) from exc
-        records, rejects = decode_spans(message, self.ctx.max_record_bytes)
+        if is_json:
+            try:
+                message = parse_json(body)
+            except (ValueError, DecodeError, json_format.ParseError, orjson.JSONDecodeError) as exc:
+                raise _Refused(400, f"the body is not a readable OTLP/JSON ExportTraceServiceRequest: "
+                                    f"{str(exc)[:200]}", json=True) from exc
+            records, rejects = decode_spans(message, self.ctx.max_record_bytes)
+        else:
+            try:  # parsed and decoded in one: DecodeError comes from the parsing only
+                records, rejects = decode_body(body, self.ctx.max_record_bytes)
+            except DecodeError as exc:
+                raise _Refused(400, f"the body is not a readable OTLP protobuf ExportTraceServiceRequest: "
+                                    f"{str(exc)[:200]}") from exc
         self.counters.add("requests")
         if records:
             self.counters.add("received", len(records))
