@@ -50,7 +50,7 @@ from shipper.errors import (
     RetryableExportError,
 )
 from shipper.otlp import wire
-from shipper.otlp.encode import Encoder, fill_trace_wide, group_by_project, partial_success
+from shipper.otlp.encode import Encoder, group_by_project, partial_success
 from shipper.record import Record
 from shipper.settings import ExporterCommon
 from shipper.values import ByteSize
@@ -228,7 +228,7 @@ class HTTPExporter:
         self._refused = 0
         retryable: ExportError | None = None
         permanent: ExportError | None = None
-        for project, spans in group_by_project(fill_trace_wide(batch), self.default_project).items():
+        for project, spans in group_by_project(wire.trace_wide(batch), self.default_project).items():
             try:
                 await self._send(project, spans)
             except RetryableExportError as exc:

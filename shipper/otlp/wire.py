@@ -6,14 +6,19 @@ exporter) followed by one run of `attributes` per attribute group: each mapper's
 OpenInference, a backend's own) and the record's raw `attributes`. Parsers read that exactly as the
 message `Encoder.span` builds (attributes in the same order).
 
-`PARTS`, one per process, keeps the core and the groups of pure mappers (a function of the record
-alone: `PURE`) of the last `CACHE_SPANS` records, keyed by the record's JSON. The first exporter to send
-a span encodes it; the others (otlp_http, phoenix, langfuse sending the same span) reuse what they
-share and encode only their own groups. A mapper that reads exporter state (Langfuse's trace names) is
-run and encoded every time. When two groups of one span name the same key, the span is encoded from
-the merged mapping instead, as `Encoder` does (the later group wins), so the output never differs from
+`PARTS`, one per process, keeps the parts of the last `CACHE_SPANS` records, by the record's identity:
+the delivery workers of every exporter get the one record decoded from a queued line (queue.py's
+`_Decoded`), read-only past the queue, and an entry holds its record so that the identity cannot be
+reused while it is kept. An entry holds the core, the groups of pure mappers (a function of the record
+alone: `PURE`, or registered with `pure`), the record's resource key and, per encoder, the finished
+span (its bytes framed as a `ScopeSpans.spans` field): the first exporter to send a span encodes it,
+the others encode only their groups that no other exporter has, then just concatenate. A mapper that
+reads exporter state (Langfuse's trace names) is run and encoded at every send, between the kept
+bytes. Spans `fill_trace_wide` completes are copied once for every exporter (`SpanParts.copy`), so
+they are shared too. When two groups of one span name the same key, the span is encoded from the
+merged mapping instead, as `Encoder` does (the later group wins), so the output never differs from
 `Encoder.request(...).SerializeToString()` but in the order of fields inside each span. Exporters
-`join` while open; with only one, `shared()` is False and it encodes as before.
+`join` while open; with only one, `shared()` is False and each span is encoded whole, nothing kept.
 """
 
 from __future__ import annotations
@@ -24,26 +29,34 @@ import struct
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 
-from shipper.otlp.encode import SCOPE, Encoder, add_attributes, fill_core
-from shipper.otlp.semconv import genai_attributes, openinference_attributes
+from shipper.otlp.encode import _KINDS, _STATUS, SCOPE, Encoder, add_attributes, fill_core, fill_trace_wide
+from shipper.otlp.semconv import genai_attributes, openinference_attributes, otel_kind_of
 from shipper.record import Record
 
-__all__ = ["CACHE_SPANS", "PARTS", "PURE", "SpanParts", "join", "leave", "request_bytes", "shared", "span_bytes"]
+__all__ = ["CACHE_SPANS", "PARTS", "PURE", "SpanParts", "core_bytes", "join", "leave", "pure", "request_bytes",
+           "shared", "span_bytes", "trace_wide"]
 
 CACHE_SPANS = 4096
 """Records whose parts are kept: about 2.5 KiB each for the benchmark's LLM span (10 MiB in all)."""
-PURE: frozenset[Callable[..., Any]] = frozenset({genai_attributes, openinference_attributes})
+PURE: set[Callable[..., Any]] = {genai_attributes, openinference_attributes}
 """Mappers whose output depends on the record alone, so their encoding can be shared (also as a
-`functools.partial` with keyword arguments: otlp_http's `gen_ai.*` mapper)."""
+`functools.partial` with keyword arguments: otlp_http's `gen_ai.*` mapper). Add one with `pure`."""
 _RAW = "attributes"
 _SCOPE = SCOPE.SerializeToString()
 _VARINT = [bytes([i]) for i in range(128)]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def pure(mapper: F) -> F:
+    """Declare `mapper` pure (its attributes depend on the record alone), so its encoding is shared."""
+    PURE.add(mapper)
+    return mapper
 
 
 def varint(n: int) -> bytes:
@@ -59,12 +72,14 @@ def varint(n: int) -> bytes:
 
 
 def _field(tag: bytes, payload: bytes) -> bytes:
-    return tag + varint(len(payload)) + payload
+    n = len(payload)
+    return tag + (_VARINT[n] if n < 128 else varint(n)) + payload
 
 
 _KEYS: dict[str, bytes] = {}
 _KEYS_MAX = 8192
 _DOUBLE = struct.Struct("<d").pack
+_FIXED64 = struct.Struct("<Q").pack
 _INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -117,18 +132,34 @@ def _attributes_bytes(attributes: dict[str, Any]) -> bytes:
     """A mapping as a run of `Span.attributes` (field 9) entries, the bytes `add_attributes` gives.
 
     Strings, ints, floats and bools are written here; other values go through `add_attributes`. Short
-    strings and ints (model, provider, operation, kinds, parameters, token counts) repeat from span to
-    span, so their entries are kept by (key, value) for their type."""
+    strings, ints and floats (model, provider, operation, kinds, parameters, token counts) repeat from
+    span to span, so their entries are kept by (key, value) for their type. A long string's bytes are
+    joined once, into the result, behind its entry's header."""
     out: list[bytes] = []
     append = out.append
     values = _VALUES
+    small = _VARINT
     for key, value in attributes.items():
         if value is None:
             continue
         kind = type(value)
         if type(key) is not str:
             append(_upb_attribute(key, value))
-        elif (kind is str and len(value) <= _SHORT) or kind is int:
+        elif kind is str and len(value) > _SHORT:
+            try:
+                raw = value.encode()
+            except UnicodeEncodeError:
+                append(_upb_attribute(key, value))
+                continue
+            n = len(raw)
+            head = small[n] if n < 128 else varint(n)
+            n += 1 + len(head)  # the AnyValue
+            name = _KEYS.get(key) or _key(key)
+            size = small[n] if n < 128 else varint(n)
+            n += len(name) + 1 + len(size)  # the KeyValue
+            append(b"\x4a" + (small[n] if n < 128 else varint(n)) + name + b"\x12" + size + b"\x0a" + head)
+            append(raw)
+        elif kind is str or kind is int or kind is float:
             # a tuple with the type: (k, 1), (k, True) and (k, 1.0) are equal keys otherwise
             token = (key, value, kind)
             entry = values.get(token)
@@ -143,50 +174,130 @@ def _attributes_bytes(attributes: dict[str, Any]) -> bytes:
     return b"".join(out)
 
 
-Group = tuple[bytes, tuple[str, ...]]
-"""(encoded attributes, their keys) of one attribute group of a span (the mapping itself is not kept:
-a kept entry should cost little to keep and to drop)."""
+def core_bytes(rec: Record) -> bytes:
+    """Everything of a record's encoded `Span` but its attributes (`encode.fill_core`, serialized).
+
+    A span without events, links or error is written here (ids, name, kind, times, status); others,
+    and anything unusual, go through protobuf."""
+    if rec.get("events") or rec.get("links") or rec.get("error"):
+        return _upb_core(rec)
+    try:
+        trace_id = bytes.fromhex(rec["trace_id"])
+        span_id = bytes.fromhex(rec["span_id"])
+        parent = rec.get("parent_id")
+        name = rec["name"].encode()
+        start, end = rec["start_ns"], rec["end_ns"]
+        if type(start) is not int or type(end) is not int or not (0 < start < 2**64 and 0 < end < 2**64):
+            return _upb_core(rec)
+        out = [_field(b"\x0a", trace_id) if trace_id else b"", _field(b"\x12", span_id) if span_id else b""]
+        if parent:
+            parent_id = bytes.fromhex(parent)
+            if parent_id:
+                out.append(_field(b"\x22", parent_id))
+        if name:
+            out.append(_field(b"\x2a", name))
+        kind = _KINDS.get(otel_kind_of(rec), PbSpan.SPAN_KIND_INTERNAL)
+        if kind:
+            out.append(b"\x30" + varint(kind))
+        out.append(b"\x39" + _FIXED64(start) + b"\x41" + _FIXED64(end))
+        code = _STATUS.get(rec.get("status") or "unset", 0)
+        out.append(b"\x7a\x02\x18" + _VARINT[code] if code else b"\x7a\x00")
+        return b"".join(out)
+    except (AttributeError, KeyError, TypeError, ValueError, UnicodeEncodeError):
+        return _upb_core(rec)  # what protobuf makes of it, or its error
 
 
-def _group(attributes: dict[str, Any]) -> Group:
-    return _attributes_bytes(attributes), tuple(attributes)
+def _upb_core(rec: Record) -> bytes:
+    pb = PbSpan()
+    fill_core(pb, rec)
+    out: bytes = pb.SerializeToString()
+    return out
+
+
+class _Template:
+    """A span with impure groups: the kept bytes (core and pure runs) and, between them, the index of
+    each impure mapper whose attributes go there."""
+
+    __slots__ = ("impure", "pieces")
+
+    def __init__(self, pieces: list[bytes | int]) -> None:
+        self.pieces = pieces
+        self.impure = sum(type(p) is int for p in pieces)
+
+
+_MERGED = object()
+"""The kept mark of a span whose groups name one key twice: always encoded from the merged mapping."""
 
 
 class _Entry:
-    __slots__ = ("core", "groups", "spans")
+    __slots__ = ("clash", "core", "groups", "keys", "rec", "resource", "spans", "uses")
 
-    def __init__(self) -> None:
+    def __init__(self, rec: Record) -> None:
+        self.rec = rec  # held, so that no other record gets its id while the entry is kept
         self.core: bytes | None = None
-        self.groups: dict[Any, Group] = {}
-        self.spans: dict[tuple[Any, ...], bytes] = {}
+        self.resource: bytes | None = None
+        self.groups: dict[Any, bytes] = {}
+        self.keys: set[str] = set()  # of every group encoded so far
+        self.clash = False  # two of those groups name one key
+        self.spans: dict[tuple[Any, ...], Any] = {}
+        self.uses = 0
 
 
 class SpanParts:
-    """The encoded parts of recently sent records, by the record's JSON; oldest forgotten first."""
+    """The encoded parts of recently sent records, by the record's identity; oldest forgotten first.
 
-    def __init__(self, size: int = CACHE_SPANS) -> None:
+    `users`, when given, says how many exporters share the parts: an entry is let go as soon as that
+    many requests took its span (every exporter sent it), so only spans some exporter has yet to send
+    are kept; one sent again later (a retry, a split) is just encoded again."""
+
+    def __init__(self, size: int = CACHE_SPANS, users: Callable[[], int] | None = None) -> None:
         self.size = size
-        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        self.users = users
+        self._entries: OrderedDict[int, _Entry] = OrderedDict()
+        self._copies: OrderedDict[tuple[int, bytes], tuple[Record, Record]] = OrderedDict()
         self.hits = self.misses = 0
 
-    def entry(self, key: bytes) -> _Entry:
-        entry = self._entries.get(key)
-        if entry is None:
-            self.misses += 1
-            entries = self._entries
-            if len(entries) >= self.size:
-                entries.popitem(last=False)
-            entry = entries[key] = _Entry()
-        else:
+    def entry(self, rec: Record) -> _Entry:
+        entries = self._entries
+        entry = entries.get(id(rec))
+        if entry is not None and entry.rec is rec:
             self.hits += 1
+            return entry
+        self.misses += 1
+        if entry is None and len(entries) >= self.size:
+            entries.popitem(last=False)
+        entry = entries[id(rec)] = _Entry(rec)
         return entry
+
+    def used(self, entry: _Entry, users: int) -> None:
+        """One more request took `entry`'s span; with `users` requests in all it is let go."""
+        entry.uses += 1
+        if users and entry.uses >= users and self._entries.get(id(entry.rec)) is entry:
+            del self._entries[id(entry.rec)]
+
+    def copy(self, rec: Record, fields: dict[str, Any]) -> Record:
+        """`{**rec, **fields}`, the same object for every exporter that asks while it is kept."""
+        try:
+            key = (id(rec), orjson.dumps(fields))
+        except TypeError:
+            return {**rec, **fields}
+        copies = self._copies
+        kept = copies.get(key)
+        if kept is not None and kept[0] is rec:
+            return kept[1]
+        out = {**rec, **fields}
+        if kept is None and len(copies) >= self.size:
+            copies.popitem(last=False)
+        copies[key] = (rec, out)
+        return out
 
     def clear(self) -> None:
         self._entries.clear()
+        self._copies.clear()
 
 
-PARTS = SpanParts()
 _SHARERS: weakref.WeakSet[Any] = weakref.WeakSet()
+PARTS = SpanParts(users=lambda: len(_SHARERS))
 
 
 def join(exporter: Any) -> None:
@@ -196,12 +307,22 @@ def join(exporter: Any) -> None:
 
 def leave(exporter: Any) -> None:
     _SHARERS.discard(exporter)
+    if len(_SHARERS) < 2:
+        PARTS.clear()  # nothing to share any more: let the records go
 
 
 def shared() -> bool:
-    """True when two or more open exporters build protobuf here: only then is sharing parts worth its
-    bookkeeping (about a quarter more than encoding a span whole, for the first exporter to send it)."""
+    """True when two or more open exporters build protobuf here: only then is keeping parts worth its
+    bookkeeping (the first exporter to send a span pays for keeping it)."""
     return len(_SHARERS) > 1
+
+
+def trace_wide(batch: list[Record]) -> list[Record]:
+    """`encode.fill_trace_wide(batch)`; while exporters share parts, a completed span is the same copy
+    for each of them (so its parts are shared too)."""
+    if not shared():
+        return fill_trace_wide(batch)
+    return fill_trace_wide(batch, PARTS.copy)
 
 
 def _token(mapper: Any) -> Any:
@@ -234,77 +355,148 @@ def _tokens(encoder: Encoder) -> tuple[Any, ...]:
 
 def whole_span_bytes(encoder: Encoder, rec: Record) -> bytes:
     """The encoded `Span` of `rec` as `encoder` sends it, nothing shared (one exporter alone)."""
-    pb = PbSpan()
-    fill_core(pb, rec)
-    core: bytes = pb.SerializeToString()
-    return core + _attributes_bytes(encoder.attributes(rec))
+    return core_bytes(rec) + _attributes_bytes(encoder.attributes(rec))
 
 
-def span_bytes(encoder: Encoder, rec: Record, key: bytes | None = None, parts: SpanParts = PARTS) -> bytes:
+def span_bytes(encoder: Encoder, rec: Record, parts: SpanParts = PARTS) -> bytes:
     """The encoded `Span` of `rec` as `encoder` sends it, from shared parts where it can."""
-    if key is None:
-        try:
-            key = orjson.dumps(rec)
-        except TypeError:  # not JSON (never from a queue): encode it whole, share nothing
-            whole: bytes = encoder.span(rec).SerializeToString()
-            return whole
-    entry = parts.entry(key)
-    mappers = encoder.mappers
+    framed = _framed_span(encoder, rec, parts.entry(rec))
+    i = 1
+    while framed[i] & 128:  # past the tag and the length
+        i += 1
+    return framed[i + 1:]
+
+
+def _framed_span(encoder: Encoder, rec: Record, entry: _Entry) -> bytes:
+    """The span of `rec` as a `ScopeSpans.spans` field (tag, length, bytes), from kept parts."""
     tokens = _tokens(encoder)
     done = entry.spans.get(tokens)
-    if done is not None:
+    if done is None:
+        done = entry.spans[tokens] = _build(encoder, rec, entry, tokens)
+    if type(done) is bytes:
         return done
+    if done is _MERGED:
+        return _merged(encoder, rec, entry)
+    keys = entry.keys
+    mappers = encoder.mappers
+    out: list[bytes] = []
+    seen: set[str] | None = set() if done.impure > 1 else None
+    for piece in done.pieces:
+        if type(piece) is int:
+            attributes = mappers[piece](rec)
+            if not keys.isdisjoint(attributes):  # a clash: the merged mapping decides, as in Encoder
+                return _merged(encoder, rec, entry)
+            if seen is not None:
+                if not seen.isdisjoint(attributes):
+                    return _merged(encoder, rec, entry)
+                seen.update(attributes)
+            out.append(_attributes_bytes(attributes))
+        else:
+            out.append(piece)
+    return _field(b"\x12", b"".join(out))
+
+
+def _merged(encoder: Encoder, rec: Record, entry: _Entry) -> bytes:
+    return _field(b"\x12", _core(entry, rec) + _attributes_bytes(encoder.attributes(rec)))
+
+
+def _core(entry: _Entry, rec: Record) -> bytes:
     core = entry.core
     if core is None:
-        pb = PbSpan()
-        fill_core(pb, rec)
-        core = entry.core = pb.SerializeToString()
-    groups: list[Group] = []
-    all_pure = True
-    cache = entry.groups
-    for mapper, token in zip(mappers, tokens):
-        if token is not None:
-            group = cache.get(token)
-            if group is None:
-                group = cache[token] = _group(mapper(rec))
+        core = entry.core = core_bytes(rec)
+    return core
+
+
+def _pure_group(entry: _Entry, token: Any, attributes: dict[str, Any]) -> bytes:
+    """Encode and keep one pure group, noting its keys (and whether one was already named)."""
+    if not entry.clash:
+        keys = entry.keys
+        if keys.isdisjoint(attributes):
+            keys.update(attributes)
         else:
-            all_pure = False
-            group = _group(mapper(rec))
-        groups.append(group)
-    raw = cache.get(_RAW)
-    if raw is None:
-        raw = cache[_RAW] = _group(rec.get("attributes") or {})
-    groups.append(raw)
-    keys: set[str] = set()
-    count = 0
-    for group in groups:
-        keys.update(group[1])
-        count += len(group[1])
-    if len(keys) != count:  # two groups name the same key: the merged mapping decides, as in Encoder
-        out = core + _attributes_bytes(encoder.attributes(rec))
-    else:
-        out = core + b"".join([g[0] for g in groups])
-    if all_pure:
-        entry.spans[tokens] = out
+            entry.clash = True
+    out = entry.groups[token] = _attributes_bytes(attributes)
     return out
+
+
+def _build(encoder: Encoder, rec: Record, entry: _Entry, tokens: tuple[Any, ...]) -> Any:
+    """What is kept of `rec`'s span for encoders with these mapper tokens: the framed bytes when every
+    mapper is pure, else a `_Template`; `_MERGED` when groups of the span name one key twice (the
+    keys of every group kept for the span are compared, so a clash between groups this encoder does
+    not send also sends it the merged way: the same bytes, only dearer)."""
+    groups = entry.groups
+    pieces: list[bytes | int] = []
+    run = [_core(entry, rec)]
+    for i, (mapper, token) in enumerate(zip(encoder.mappers, tokens)):
+        if token is None:
+            pieces += [b"".join(run), i]
+            run = []
+            continue
+        group = groups.get(token)
+        if group is None:
+            group = _pure_group(entry, token, mapper(rec))
+        run.append(group)
+    raw = groups.get(_RAW)
+    if raw is None:
+        raw = _pure_group(entry, _RAW, rec.get("attributes") or {})
+    run.append(raw)
+    if entry.clash:
+        return _MERGED
+    if not pieces:
+        return _field(b"\x12", b"".join(run))
+    pieces.append(b"".join(run))
+    return _Template(pieces)
+
+
+def _resource_key(rec: Record) -> bytes:
+    """What of a record decides its resource (service, resource), as sorted JSON."""
+    return orjson.dumps([rec.get("service") or None, rec.get("resource") or None], default=str,
+                        option=orjson.OPT_SORT_KEYS)
 
 
 def request_bytes(encoder: Encoder, records: Iterable[Record], project: str | None = None,
                   parts: SpanParts | None = PARTS) -> bytes:
     """`encoder.request(records, project).SerializeToString()`, built from shared per-span parts (or,
-    with `parts` None, each span encoded whole: for an exporter alone)."""
-    by_resource: dict[bytes, tuple[dict[str, Any], list[Record]]] = {}
+    with `parts` None, each span encoded whole: for an exporter alone).
+
+    Spans are grouped by their own resource (service and `resource`; kept per span), then each group's
+    resource is worked out once; should two groups come to the same resource (a `resource` naming
+    `service.name`), the spans are grouped again by their whole resource, as `Encoder.request` does."""
+    keyed: list[tuple[bytes, Record, bytes]] = []
+    append = keyed.append
+    by_own: dict[bytes, tuple[Record, list[bytes]]] = {}
+    users = parts.users() if parts is not None and parts.users is not None else 0
     for rec in records:
-        resource = encoder.resource_attributes(rec, project)
-        key = orjson.dumps(resource, default=str, option=orjson.OPT_SORT_KEYS)
-        by_resource.setdefault(key, (resource, []))[1].append(rec)
-    out: list[bytes] = []
-    for resource, group in by_resource.values():
         if parts is None:
-            spans = b"".join([_field(b"\x12", whole_span_bytes(encoder, rec)) for rec in group])
+            key = _resource_key(rec)
+            span = _field(b"\x12", whole_span_bytes(encoder, rec))
         else:
-            spans = b"".join([_field(b"\x12", span_bytes(encoder, rec, None, parts)) for rec in group])
-        scope_spans = _field(b"\x0a", _SCOPE) + spans
+            entry = parts.entry(rec)
+            span = _framed_span(encoder, rec, entry)
+            key = entry.resource or _resource_key(rec)
+            entry.resource = key
+            parts.used(entry, users)
+        append((key, rec, span))
+        group = by_own.get(key)
+        if group is None:
+            by_own[key] = (rec, [span])
+        else:
+            group[1].append(span)
+    resources: dict[bytes, tuple[dict[str, Any], list[bytes]]] = {}
+    for first, spans in by_own.values():
+        resource = encoder.resource_attributes(first, project)
+        whole = orjson.dumps(resource, default=str, option=orjson.OPT_SORT_KEYS)
+        if whole in resources:  # two own resources come to one: group span by span, as Encoder does
+            resources = {}
+            for _, rec, span in keyed:
+                resource = encoder.resource_attributes(rec, project)
+                whole = orjson.dumps(resource, default=str, option=orjson.OPT_SORT_KEYS)
+                resources.setdefault(whole, (resource, []))[1].append(span)
+            break
+        resources[whole] = (resource, spans)
+    out: list[bytes] = []
+    for resource, spans in resources.values():
+        scope_spans = _field(b"\x0a", _SCOPE) + b"".join(spans)
         message = Resource()
         add_attributes(message.attributes, resource)
         encoded = message.SerializeToString()
