@@ -76,6 +76,7 @@ def _field(tag: bytes, payload: bytes) -> bytes:
     return tag + (_VARINT[n] if n < 128 else varint(n)) + payload
 
 
+_SCOPE_FIELD = _field(b"\x0a", _SCOPE)
 _KEYS: dict[str, bytes] = {}
 _KEYS_MAX = 8192
 _DOUBLE = struct.Struct("<d").pack
@@ -218,11 +219,13 @@ class _Template:
     """A span with impure groups: the kept bytes (core and pure runs) and, between them, the index of
     each impure mapper whose attributes go there."""
 
-    __slots__ = ("impure", "pieces")
+    __slots__ = ("impure", "pieces", "size")
 
     def __init__(self, pieces: list[bytes | int]) -> None:
         self.pieces = pieces
-        self.impure = sum(type(p) is int for p in pieces)
+        kept = [p for p in pieces if not isinstance(p, int)]
+        self.impure = len(pieces) - len(kept)
+        self.size = sum(map(len, kept))
 
 
 _MERGED = object()
@@ -353,33 +356,46 @@ def _tokens(encoder: Encoder) -> tuple[Any, ...]:
     return tokens[1]
 
 
+Span = tuple[int, tuple[bytes, ...]]
+"""A span as a `ScopeSpans.spans` field: its size and its pieces (tag and length, core, attribute runs),
+joined only once, into the request."""
+
+
+def _head(size: int) -> bytes:
+    return b"\x12" + (_VARINT[size] if size < 128 else varint(size))
+
+
 def whole_span_bytes(encoder: Encoder, rec: Record) -> bytes:
     """The encoded `Span` of `rec` as `encoder` sends it, nothing shared (one exporter alone)."""
     return core_bytes(rec) + _attributes_bytes(encoder.attributes(rec))
 
 
+def _whole_span(encoder: Encoder, rec: Record) -> Span:
+    core, attributes = core_bytes(rec), _attributes_bytes(encoder.attributes(rec))
+    size = len(core) + len(attributes)
+    head = _head(size)
+    return size + len(head), (head, core, attributes)
+
+
 def span_bytes(encoder: Encoder, rec: Record, parts: SpanParts = PARTS) -> bytes:
     """The encoded `Span` of `rec` as `encoder` sends it, from shared parts where it can."""
-    framed = _framed_span(encoder, rec, parts.entry(rec))
-    i = 1
-    while framed[i] & 128:  # past the tag and the length
-        i += 1
-    return framed[i + 1:]
+    return b"".join(_span(encoder, rec, parts.entry(rec))[1][1:])
 
 
-def _framed_span(encoder: Encoder, rec: Record, entry: _Entry) -> bytes:
-    """The span of `rec` as a `ScopeSpans.spans` field (tag, length, bytes), from kept parts."""
+def _span(encoder: Encoder, rec: Record, entry: _Entry) -> Span:
+    """The span of `rec` as `encoder` sends it, from kept parts."""
     tokens = _tokens(encoder)
     done = entry.spans.get(tokens)
     if done is None:
         done = entry.spans[tokens] = _build(encoder, rec, entry, tokens)
-    if type(done) is bytes:
+    if type(done) is tuple:
         return done
     if done is _MERGED:
         return _merged(encoder, rec, entry)
     keys = entry.keys
     mappers = encoder.mappers
     out: list[bytes] = []
+    size = done.size
     seen: set[str] | None = set() if done.impure > 1 else None
     for piece in done.pieces:
         if type(piece) is int:
@@ -390,14 +406,20 @@ def _framed_span(encoder: Encoder, rec: Record, entry: _Entry) -> bytes:
                 if not seen.isdisjoint(attributes):
                     return _merged(encoder, rec, entry)
                 seen.update(attributes)
-            out.append(_attributes_bytes(attributes))
+            encoded = _attributes_bytes(attributes)
+            size += len(encoded)
+            out.append(encoded)
         else:
             out.append(piece)
-    return _field(b"\x12", b"".join(out))
+    head = _head(size)
+    return size + len(head), (head, *out)
 
 
-def _merged(encoder: Encoder, rec: Record, entry: _Entry) -> bytes:
-    return _field(b"\x12", _core(entry, rec) + _attributes_bytes(encoder.attributes(rec)))
+def _merged(encoder: Encoder, rec: Record, entry: _Entry) -> Span:
+    core, attributes = _core(entry, rec), _attributes_bytes(encoder.attributes(rec))
+    size = len(core) + len(attributes)
+    head = _head(size)
+    return size + len(head), (head, core, attributes)
 
 
 def _core(entry: _Entry, rec: Record) -> bytes:
@@ -435,15 +457,19 @@ def _build(encoder: Encoder, rec: Record, entry: _Entry, tokens: tuple[Any, ...]
         group = groups.get(token)
         if group is None:
             group = _pure_group(entry, token, mapper(rec))
-        run.append(group)
+        if group:
+            run.append(group)
     raw = groups.get(_RAW)
     if raw is None:
         raw = _pure_group(entry, _RAW, rec.get("attributes") or {})
-    run.append(raw)
+    if raw:
+        run.append(raw)
     if entry.clash:
         return _MERGED
     if not pieces:
-        return _field(b"\x12", b"".join(run))
+        size = sum(map(len, run))
+        head = _head(size)
+        return size + len(head), (head, *run)
     pieces.append(b"".join(run))
     return _Template(pieces)
 
@@ -462,17 +488,17 @@ def request_bytes(encoder: Encoder, records: Iterable[Record], project: str | No
     Spans are grouped by their own resource (service and `resource`; kept per span), then each group's
     resource is worked out once; should two groups come to the same resource (a `resource` naming
     `service.name`), the spans are grouped again by their whole resource, as `Encoder.request` does."""
-    keyed: list[tuple[bytes, Record, bytes]] = []
+    keyed: list[tuple[bytes, Record, Span]] = []
     append = keyed.append
-    by_own: dict[bytes, tuple[Record, list[bytes]]] = {}
+    by_own: dict[bytes, tuple[Record, list[Span]]] = {}
     users = parts.users() if parts is not None and parts.users is not None else 0
     for rec in records:
         if parts is None:
             key = _resource_key(rec)
-            span = _field(b"\x12", whole_span_bytes(encoder, rec))
+            span = _whole_span(encoder, rec)
         else:
             entry = parts.entry(rec)
-            span = _framed_span(encoder, rec, entry)
+            span = _span(encoder, rec, entry)
             key = entry.resource or _resource_key(rec)
             entry.resource = key
             parts.used(entry, users)
@@ -482,7 +508,7 @@ def request_bytes(encoder: Encoder, records: Iterable[Record], project: str | No
             by_own[key] = (rec, [span])
         else:
             group[1].append(span)
-    resources: dict[bytes, tuple[dict[str, Any], list[bytes]]] = {}
+    resources: dict[bytes, tuple[dict[str, Any], list[Span]]] = {}
     for first, spans in by_own.values():
         resource = encoder.resource_attributes(first, project)
         whole = orjson.dumps(resource, default=str, option=orjson.OPT_SORT_KEYS)
@@ -495,11 +521,15 @@ def request_bytes(encoder: Encoder, records: Iterable[Record], project: str | No
             break
         resources[whole] = (resource, spans)
     out: list[bytes] = []
+    extend = out.extend
     for resource, spans in resources.values():
-        scope_spans = _field(b"\x0a", _SCOPE) + b"".join(spans)
         message = Resource()
         add_attributes(message.attributes, resource)
         encoded = message.SerializeToString()
-        resource_spans = (_field(b"\x0a", encoded) if encoded else b"") + _field(b"\x12", scope_spans)
-        out.append(_field(b"\x0a", resource_spans))
+        described = _field(b"\x0a", encoded) if encoded else b""
+        scope_size = len(_SCOPE_FIELD) + sum([span[0] for span in spans])
+        scope_head = b"\x12" + varint(scope_size)
+        extend((b"\x0a", varint(len(described) + len(scope_head) + scope_size), described, scope_head, _SCOPE_FIELD))
+        for span in spans:
+            extend(span[1])
     return b"".join(out)
