@@ -217,12 +217,14 @@ def _upb_core(rec: Record) -> bytes:
 
 class _Template:
     """A span with impure groups: the kept bytes (core and pure runs) and, between them, the index of
-    each impure mapper whose attributes go there."""
+    each impure mapper whose attributes go there; `mappings`: the pure groups' mappings, to see a clash
+    with an impure one."""
 
-    __slots__ = ("impure", "pieces", "size")
+    __slots__ = ("impure", "mappings", "pieces", "size")
 
-    def __init__(self, pieces: list[bytes | int]) -> None:
+    def __init__(self, pieces: list[bytes | int], mappings: list[dict[str, Any]]) -> None:
         self.pieces = pieces
+        self.mappings = mappings
         kept = [p for p in pieces if not isinstance(p, int)]
         self.impure = len(pieces) - len(kept)
         self.size = sum(map(len, kept))
@@ -230,18 +232,20 @@ class _Template:
 
 _MERGED = object()
 """The kept mark of a span whose groups name one key twice: always encoded from the merged mapping."""
+Group = tuple[bytes, dict[str, Any]]
+"""One attribute group of a span: its encoding, and its mapping (kept while the entry is: the mapper made
+it anyway, and clashes are found by comparing mappings, with nothing built)."""
+_EMPTY: Group = (b"", {})
 
 
 class _Entry:
-    __slots__ = ("clash", "core", "groups", "keys", "rec", "resource", "spans", "uses")
+    __slots__ = ("core", "groups", "rec", "resource", "spans", "uses")
 
     def __init__(self, rec: Record) -> None:
         self.rec = rec  # held, so that no other record gets its id while the entry is kept
         self.core: bytes | None = None
         self.resource: bytes | None = None
-        self.groups: dict[Any, bytes] = {}
-        self.keys: set[str] = set()  # of every group encoded so far
-        self.clash = False  # two of those groups name one key
+        self.groups: dict[Any, Group] = {}
         self.spans: dict[tuple[Any, ...], Any] = {}
         self.uses = 0
 
@@ -392,23 +396,26 @@ def _span(encoder: Encoder, rec: Record, entry: _Entry) -> Span:
         return done
     if done is _MERGED:
         return _merged(encoder, rec, entry)
-    keys = entry.keys
+    mappings = done.mappings
     mappers = encoder.mappers
     out: list[bytes] = []
     size = done.size
-    seen: set[str] | None = set() if done.impure > 1 else None
+    seen: list[dict[str, Any]] | None = [] if done.impure > 1 else None
     for piece in done.pieces:
         if type(piece) is int:
             attributes = mappers[piece](rec)
-            if not keys.isdisjoint(attributes):  # a clash: the merged mapping decides, as in Encoder
-                return _merged(encoder, rec, entry)
-            if seen is not None:
-                if not seen.isdisjoint(attributes):
-                    return _merged(encoder, rec, entry)
-                seen.update(attributes)
-            encoded = _attributes_bytes(attributes)
-            size += len(encoded)
-            out.append(encoded)
+            if attributes:
+                for other in mappings:
+                    if not attributes.keys().isdisjoint(other):  # the merged mapping decides, as in Encoder
+                        return _merged(encoder, rec, entry)
+                if seen is not None:
+                    for other in seen:
+                        if not attributes.keys().isdisjoint(other):
+                            return _merged(encoder, rec, entry)
+                    seen.append(attributes)
+                encoded = _attributes_bytes(attributes)
+                size += len(encoded)
+                out.append(encoded)
         else:
             out.append(piece)
     head = _head(size)
@@ -429,25 +436,22 @@ def _core(entry: _Entry, rec: Record) -> bytes:
     return core
 
 
-def _pure_group(entry: _Entry, token: Any, attributes: dict[str, Any]) -> bytes:
-    """Encode and keep one pure group, noting its keys (and whether one was already named)."""
-    if not entry.clash:
-        keys = entry.keys
-        if keys.isdisjoint(attributes):
-            keys.update(attributes)
-        else:
-            entry.clash = True
-    out = entry.groups[token] = _attributes_bytes(attributes)
-    return out
+def _clash(mappings: list[dict[str, Any]]) -> bool:
+    """True when two of the mappings name one key."""
+    for i in range(1, len(mappings)):
+        mapping = mappings[i].keys()
+        for other in mappings[:i]:
+            if not mapping.isdisjoint(other):
+                return True
+    return False
 
 
 def _build(encoder: Encoder, rec: Record, entry: _Entry, tokens: tuple[Any, ...]) -> Any:
-    """What is kept of `rec`'s span for encoders with these mapper tokens: the framed bytes when every
-    mapper is pure, else a `_Template`; `_MERGED` when groups of the span name one key twice (the
-    keys of every group kept for the span are compared, so a clash between groups this encoder does
-    not send also sends it the merged way: the same bytes, only dearer)."""
+    """What is kept of `rec`'s span for encoders with these mapper tokens: the `Span` when every mapper
+    is pure, else a `_Template`; `_MERGED` when two of its pure groups name one key."""
     groups = entry.groups
     pieces: list[bytes | int] = []
+    mappings: list[dict[str, Any]] = []
     run = [_core(entry, rec)]
     for i, (mapper, token) in enumerate(zip(encoder.mappers, tokens)):
         if token is None:
@@ -456,22 +460,28 @@ def _build(encoder: Encoder, rec: Record, entry: _Entry, tokens: tuple[Any, ...]
             continue
         group = groups.get(token)
         if group is None:
-            group = _pure_group(entry, token, mapper(rec))
-        if group:
-            run.append(group)
+            attributes = mapper(rec)
+            group = groups[token] = (_attributes_bytes(attributes), attributes) if attributes else _EMPTY
+        if group[0]:
+            run.append(group[0])
+        if group[1]:
+            mappings.append(group[1])
     raw = groups.get(_RAW)
     if raw is None:
-        raw = _pure_group(entry, _RAW, rec.get("attributes") or {})
-    if raw:
-        run.append(raw)
-    if entry.clash:
+        own: dict[str, Any] | None = rec.get("attributes")
+        raw = groups[_RAW] = (_attributes_bytes(own), own) if own else _EMPTY
+    if raw[0]:
+        run.append(raw[0])
+    if raw[1]:
+        mappings.append(raw[1])
+    if len(mappings) > 1 and _clash(mappings):
         return _MERGED
     if not pieces:
         size = sum(map(len, run))
         head = _head(size)
         return size + len(head), (head, *run)
     pieces.append(b"".join(run))
-    return _Template(pieces)
+    return _Template(pieces, mappings)
 
 
 def _resource_key(rec: Record) -> bytes:
