@@ -63,6 +63,8 @@ def varint(n: int) -> bytes:
     """A non-negative integer as a protobuf varint."""
     if n < 128:
         return _VARINT[n]
+    if n < 16384:  # the length of most long strings and of a span
+        return bytes((n & 127 | 128, n >> 7))
     out = bytearray()
     while n > 127:
         out.append((n & 127) | 128)
