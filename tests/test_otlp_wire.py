@@ -247,3 +247,16 @@ def test_a_span_core_is_written_byte_for_byte_as_protobuf_writes_it(rec) -> None
     expected = PbSpan()
     fill_core(expected, rec)
     assert core_bytes(rec) == expected.SerializeToString()
+
+
+def test_kept_entries_tell_equal_values_of_other_types_and_signed_zeros_apart() -> None:
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
+
+    from shipper.otlp.encode import add_attributes
+    from shipper.otlp.wire import _attributes_bytes
+
+    for attributes in ({"k": 1}, {"k": True}, {"k": 1.0}, {"k": 0.0}, {"k": -0.0}, {"k": float("nan")},
+                       {"k": 1}, {"k": -0.0}, {"k": 0.0}, {"k": 1.0}, {"k": "1"}):
+        expected = PbSpan()
+        add_attributes(expected.attributes, attributes)
+        assert _attributes_bytes(attributes) == expected.SerializeToString(), attributes

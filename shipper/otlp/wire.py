@@ -135,8 +135,8 @@ def _attributes_bytes(attributes: dict[str, Any]) -> bytes:
     """A mapping as a run of `Span.attributes` (field 9) entries, the bytes `add_attributes` gives.
 
     Strings, ints, floats and bools are written here; other values go through `add_attributes`. Short
-    strings, ints and floats (model, provider, operation, kinds, parameters, token counts) repeat from
-    span to span, so their entries are kept by (key, value) for their type. A long string's bytes are
+    strings and ints (model, provider, operation, kinds, parameters, token counts) repeat from span to
+    span, so their entries are kept by (key, value) for their type. A long string's bytes are
     joined once, into the result, behind its entry's header."""
     out: list[bytes] = []
     append = out.append
@@ -162,8 +162,9 @@ def _attributes_bytes(attributes: dict[str, Any]) -> bytes:
             n += len(name) + 1 + len(size)  # the KeyValue
             append(b"\x4a" + (small[n] if n < 128 else varint(n)) + name + b"\x12" + size + b"\x0a" + head)
             append(raw)
-        elif kind is str or kind is int or kind is float:
-            # a tuple with the type: (k, 1), (k, True) and (k, 1.0) are equal keys otherwise
+        elif kind is str or kind is int:
+            # a tuple with the type: (k, 1) and (k, True) are equal keys otherwise (floats are not kept:
+            # 0.0 and -0.0 are equal keys, and NaN is not equal to itself)
             token = (key, value, kind)
             entry = values.get(token)
             if entry is None:
