@@ -160,8 +160,7 @@ def _attributes_bytes(attributes: dict[str, Any]) -> bytes:
             name = _KEYS.get(key) or _key(key)
             size = small[n] if n < 128 else varint(n)
             n += len(name) + 1 + len(size)  # the KeyValue
-            append(b"\x4a" + (small[n] if n < 128 else varint(n)) + name + b"\x12" + size + b"\x0a" + head)
-            append(raw)
+            out += (b"\x4a", small[n] if n < 128 else varint(n), name, b"\x12", size, b"\x0a", head, raw)
         elif kind is str or kind is int:
             # a tuple with the type: (k, 1) and (k, True) are equal keys otherwise (floats are not kept:
             # 0.0 and -0.0 are equal keys, and NaN is not equal to itself)
