@@ -6,17 +6,19 @@ exporter) followed by one run of `attributes` per attribute group: each mapper's
 OpenInference, a backend's own) and the record's raw `attributes`. Parsers read that exactly as the
 message `Encoder.span` builds (attributes in the same order).
 
-`PARTS`, one per process, keeps the parts of the last `CACHE_SPANS` records, by the record's identity:
-the delivery workers of every exporter get the one record decoded from a queued line (queue.py's
-`_Decoded`), read-only past the queue, and an entry holds its record so that the identity cannot be
-reused while it is kept. An entry holds the core, the groups of pure mappers (a function of the record
-alone: `PURE`, or registered with `pure`), the record's resource key and, per encoder, the finished
-span (its bytes framed as a `ScopeSpans.spans` field): the first exporter to send a span encodes it,
-the others encode only their groups that no other exporter has, then just concatenate. A mapper that
-reads exporter state (Langfuse's trace names) is run and encoded at every send, between the kept
-bytes. Spans `fill_trace_wide` completes are copied once for every exporter (`SpanParts.copy`), so
-they are shared too. When two groups of one span name the same key, the span is encoded from the
-merged mapping instead, as `Encoder` does (the later group wins), so the output never differs from
+`PARTS`, one per process, keeps the parts of recently sent records (at most `CACHE_SPANS`), by the
+record's identity: the delivery workers of every exporter get the one record decoded from a queued line
+(queue.py's `_Decoded`), read-only past the queue, and an entry holds its record so that the identity
+cannot be reused while it is kept. An entry holds the core, the groups of pure mappers (a function of
+the record alone: `PURE`, or registered with `pure`) with their mappings, the record's resource key
+and, per encoder, the finished span (its pieces: tag and length, core, attribute runs, joined only
+into the request body): the first exporter to send a span encodes it, the others encode only the
+groups no other exporter has, then just concatenate. An entry is let go once every sharing exporter
+took its span; a span sent again (a retry, a split) is encoded again. A mapper that reads exporter
+state (Langfuse's trace names) is run and encoded at every send, between the kept bytes. Spans
+`fill_trace_wide` completes are copied once for every exporter (`SpanParts.copy`), so they are shared
+too. When two groups an encoder sends name the same key, the span is encoded from the merged mapping
+instead, as `Encoder` does (the later group wins), so the output never differs from
 `Encoder.request(...).SerializeToString()` but in the order of fields inside each span. Exporters
 `join` while open; with only one, `shared()` is False and each span is encoded whole, nothing kept.
 """
@@ -43,7 +45,8 @@ __all__ = ["CACHE_SPANS", "PARTS", "PURE", "SpanParts", "core_bytes", "join", "l
            "shared", "span_bytes", "trace_wide"]
 
 CACHE_SPANS = 4096
-"""Records whose parts are kept: about 2.5 KiB each for the benchmark's LLM span (10 MiB in all)."""
+"""Records whose parts are kept at most (an exporter that lags or never gets a span leaves its entry
+until then): a few KiB each for the benchmark's LLM span."""
 PURE: set[Callable[..., Any]] = {genai_attributes, openinference_attributes}
 """Mappers whose output depends on the record alone, so their encoding can be shared (also as a
 `functools.partial` with keyword arguments: otlp_http's `gen_ai.*` mapper). Add one with `pure`."""
@@ -371,12 +374,8 @@ def _head(size: int) -> bytes:
     return b"\x12" + (_VARINT[size] if size < 128 else varint(size))
 
 
-def whole_span_bytes(encoder: Encoder, rec: Record) -> bytes:
-    """The encoded `Span` of `rec` as `encoder` sends it, nothing shared (one exporter alone)."""
-    return core_bytes(rec) + _attributes_bytes(encoder.attributes(rec))
-
-
 def _whole_span(encoder: Encoder, rec: Record) -> Span:
+    """The span of `rec` as `encoder` sends it, nothing shared (one exporter alone)."""
     core, attributes = core_bytes(rec), _attributes_bytes(encoder.attributes(rec))
     size = len(core) + len(attributes)
     head = _head(size)
