@@ -260,3 +260,50 @@ def test_kept_entries_tell_equal_values_of_other_types_and_signed_zeros_apart() 
         expected = PbSpan()
         add_attributes(expected.attributes, attributes)
         assert _attributes_bytes(attributes) == expected.SerializeToString(), attributes
+
+
+_TEXT = st.text(max_size=90)
+_ATTRS = st.dictionaries(st.sampled_from(["gen_ai.request.model", "input.value", "langfuse.trace.name", "k", "n",
+                                          "llm.provider", "session.id", "langfuse.observation.type"]),
+                         st.one_of(st.none(), _TEXT, st.integers(-3, 3), st.floats(allow_nan=False)), max_size=3)
+
+
+@st.composite
+def _records(draw):
+    trace = draw(st.sampled_from(["4bf92f3577b34da6a3ce929d0e0e4736", "0af7651916cd43dd8448eb211c80319c"]))
+    rec = {"v": 1, "trace_id": trace, "span_id": draw(_ID), "name": draw(st.sampled_from(["root", "llm", "tool"])),
+           "kind": draw(st.sampled_from(["llm", "tool", "span", "agent", "embedding"])),
+           "start_ns": 1_700_000_000_000_000_000, "end_ns": 1_700_000_000_500_000_000}
+    if draw(st.booleans()):
+        rec["parent_id"] = draw(_ID)
+    for key in ("input", "output", "session_id", "user_id", "service", "project"):
+        if draw(st.booleans()):
+            rec[key] = draw(_TEXT.filter(bool))
+    if draw(st.booleans()):
+        rec["llm"] = {"model": draw(_TEXT), "provider": "openai",
+                      "usage": {"input_tokens": draw(st.integers(0, 99)), "output_tokens": 3},
+                      "params": {"temperature": draw(st.floats(0, 2))}, "cost_usd": draw(st.floats(0, 1))}
+    if draw(st.booleans()):
+        rec["attributes"] = draw(_ATTRS)
+    if draw(st.booleans()):
+        rec["resource"] = draw(st.dictionaries(st.sampled_from(["service.name", "host", "pid"]), _TEXT, max_size=2))
+    if draw(st.booleans()):
+        rec["status"], rec["error"] = "error", {"type": "E", "message": draw(_TEXT)}
+    return rec
+
+
+@settings(max_examples=150, deadline=None)
+@given(batches=st.lists(st.lists(_records(), min_size=1, max_size=6), min_size=1, max_size=3))
+def test_every_encoder_sharing_parts_sends_what_it_would_alone(batches) -> None:
+    """Random records, in batches that share some records, through otlp_http, phoenix and langfuse sharing
+    one SpanParts: each request parses to what the exporter's own encoder builds."""
+    exporters = _family()
+    parts = SpanParts(users=lambda: len(exporters))
+    shared = [rec for batch in batches for rec in batch]
+    for batch in batches:
+        batch = fill_trace_wide(batch + shared[:2], parts.copy)
+        for exporter in exporters:
+            _trace_names(exporter, batch)
+            for project in (None, "p"):
+                assert _parsed(request_bytes(exporter.encoder, batch, project, parts)) == \
+                    exporter.encoder.request(batch, project)
