@@ -414,9 +414,10 @@ def test_otlp_proto_values_parse_to_the_request_the_old_encoder_builds(kafka_bro
                 try:
                     assert wire.shared() is shared
                     hits = wire.PARTS.hits
+                    records = copy.deepcopy(batch)  # one decoded record per queued line, as each worker gets it
                     if shared:
-                        await other.export(copy.deepcopy(batch))
-                    assert await exporter.export(copy.deepcopy(batch)) == 0
+                        await other.export(records)
+                    assert await exporter.export(records) == 0
                     assert (wire.PARTS.hits > hits) is shared
                     return await consume_all(kafka_broker.address, topic, counters.counts["kafka_messages"])
                 finally:

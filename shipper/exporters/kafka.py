@@ -48,7 +48,7 @@ from shipper.errors import PermanentExportError, RetryableExportError
 from shipper.exporters.otlp_http import mappers as otlp_mappers
 from shipper.kafka import KafkaConnection, client_settings, describe_error, partition_of
 from shipper.otlp import wire
-from shipper.otlp.encode import Encoder, fill_trace_wide
+from shipper.otlp.encode import Encoder
 from shipper.otlp.semconv import PROJECT_NAME, Attributes
 from shipper.record import Record
 from shipper.settings import ExporterCommon
@@ -201,7 +201,7 @@ class KafkaExporter:
     def messages(self, batch: list[Record], partitions: int) -> tuple[list[tuple[int, bytes, bytes]], list[Record]]:
         """(partition, key, value) per message of `batch`, and the records too large to send."""
         if self.config.encoding == "otlp_proto":
-            batch = fill_trace_wide(batch)
+            batch = wire.trace_wide(batch)
         groups: dict[tuple[int, str | None], list[Record]] = {}
         for rec in sorted(batch, key=lambda r: r["trace_id"]):  # a trace's spans side by side
             where = (partition_of(rec["trace_id"].encode(), partitions), rec.get("project") or None)

@@ -30,12 +30,13 @@ from shipper.component import Context
 from shipper.errors import PermanentExportError
 from shipper.exporters.http import HTTPCommon, HTTPExporter
 from shipper.otlp import langfuse as lf
+from shipper.otlp import wire
 from shipper.otlp.encode import Encoder
 from shipper.otlp.semconv import Attributes, genai_attributes, io_values, json_text
 from shipper.record import Record
 from shipper.values import Secret
 
-__all__ = ["LangfuseExporter", "langfuse_attributes", "usage_details"]
+__all__ = ["LangfuseExporter", "langfuse_attributes", "observation_attributes", "usage_details"]
 
 
 @dataclass(kw_only=True)
@@ -85,12 +86,21 @@ def usage_details(usage: dict[str, Any]) -> dict[str, int]:
 
 
 def langfuse_attributes(rec: Record, trace_name: str | None = None) -> Attributes:
-    """The `langfuse.*` attributes of a record (plus `gen_ai.usage.cost`)."""
-    out: Attributes = {lf.TYPE: lf.OBSERVATION_TYPE.get(rec.get("kind", "span"), "span")}
-    root = not rec.get("parent_id")
-    name = rec["name"] if root else trace_name
+    """The `langfuse.*` attributes of a record (plus `gen_ai.usage.cost`); `langfuse.trace.name` is the
+    record's name on a root span, else `trace_name`."""
+    out = observation_attributes(rec)
+    name = rec["name"] if not rec.get("parent_id") else trace_name
     if name:
         out[lf.TRACE_NAME] = name
+    return out
+
+
+@wire.pure
+def observation_attributes(rec: Record) -> Attributes:
+    """`langfuse_attributes` but the trace name: a function of the record alone (shipper.otlp.wire
+    encodes it once per span, for every exporter sending it)."""
+    out: Attributes = {lf.TYPE: lf.OBSERVATION_TYPE.get(rec.get("kind", "span"), "span")}
+    root = not rec.get("parent_id")
     if rec.get("session_id"):
         out[lf.SESSION] = rec["session_id"]
     if rec.get("user_id"):
@@ -142,7 +152,7 @@ class LangfuseExporter(HTTPExporter):
         super().__init__(config, ctx)
         self.config: Config = config
         self.url = f"{config.host.rstrip('/')}/api/public/otel/v1/traces"
-        self.encoder = Encoder((genai_attributes, self._langfuse))
+        self.encoder = Encoder((genai_attributes, observation_attributes, self._trace_name))
         self._trace_names: dict[str, str] = {}
         self._auth: dict[str | None, str] = {
             name: self._basic(keys.public_key, keys.secret_key) for name, keys in config.projects.items()}
@@ -154,8 +164,11 @@ class LangfuseExporter(HTTPExporter):
         security.remember([token])  # the encoded pair is as secret as the key: never in logs or status
         return f"Basic {token}"
 
-    def _langfuse(self, rec: Record) -> Attributes:
-        return langfuse_attributes(rec, self._trace_names.get(rec["trace_id"]))
+    def _trace_name(self, rec: Record) -> Attributes:
+        """`langfuse.trace.name`: a root span's own name, else its trace's root name when the root is in
+        the batch being sent (the one attribute encoded at every send)."""
+        name = rec["name"] if not rec.get("parent_id") else self._trace_names.get(rec["trace_id"])
+        return {lf.TRACE_NAME: name} if name else {}
 
     def headers(self, project: str | None) -> dict[str, str]:
         auth = self._auth.get(project, self._default_auth)

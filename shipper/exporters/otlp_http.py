@@ -50,8 +50,9 @@ class Config(HTTPCommon):
 def mappers(config: Config) -> tuple[AttributeMapper, ...]:
     """The attribute mappers `conventions` and `tool_content` ask for, in the order given."""
     wanted = dict.fromkeys("genai" if name == "gen_ai_legacy" else name for name in config.conventions)
-    genai = functools.partial(genai_attributes, legacy="gen_ai_legacy" in config.conventions,
-                              tool_content=config.tool_content)
+    legacy = "gen_ai_legacy" in config.conventions
+    genai: AttributeMapper = (functools.partial(genai_attributes, legacy=legacy, tool_content=config.tool_content)
+                              if legacy or config.tool_content else genai_attributes)  # a plain call is cheaper
     return tuple(genai if name == "genai" else openinference_attributes for name in wanted)
 
 

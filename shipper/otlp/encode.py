@@ -138,8 +138,10 @@ def key_values(attributes: dict[str, Any]) -> list[KeyValue]:
     return [KeyValue(key=str(k), value=any_value(v)) for k, v in attributes.items() if v is not None]
 
 
-def fill_trace_wide(batch: list[Record]) -> list[Record]:
-    """Copy trace-wide fields found on any span of a trace onto its spans that lack them (new dicts)."""
+def fill_trace_wide(batch: list[Record],
+                    copy: Callable[[Record, dict[str, Any]], Record] | None = None) -> list[Record]:
+    """Copy trace-wide fields found on any span of a trace onto its spans that lack them (new dicts,
+    made by `copy(rec, fields)` when given: `{**rec, **fields}`)."""
     found: dict[str, dict[str, Any]] = {}
     for rec in batch:
         for key in TRACE_WIDE:
@@ -151,7 +153,12 @@ def fill_trace_wide(batch: list[Record]) -> list[Record]:
     for rec in batch:
         wide = found.get(rec["trace_id"])
         missing = [k for k in TRACE_WIDE if wide and k in wide and not rec.get(k)]
-        out.append({**rec, **{k: wide[k] for k in missing}} if missing else rec)  # type: ignore[index]
+        if not missing:
+            out.append(rec)
+        elif copy is None:
+            out.append({**rec, **{k: wide[k] for k in missing}})  # type: ignore[index]
+        else:
+            out.append(copy(rec, {k: wide[k] for k in missing}))  # type: ignore[index]
     return out
 
 

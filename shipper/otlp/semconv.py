@@ -311,8 +311,10 @@ def openinference_attributes(rec: Record) -> Attributes:
             out[LLM_PROVIDER] = llm["provider"]
         if llm.get("params"):
             out[INVOCATION_PARAMETERS] = json_text(llm["params"])
-        oi_message_attributes(OI_INPUT_MESSAGES, llm.get("input_messages") or [], out)
-        oi_message_attributes(OI_OUTPUT_MESSAGES, llm.get("output_messages") or [], out)
+        if llm.get("input_messages"):
+            oi_message_attributes(OI_INPUT_MESSAGES, llm["input_messages"], out)
+        if llm.get("output_messages"):
+            oi_message_attributes(OI_OUTPUT_MESSAGES, llm["output_messages"], out)
         for key, value in (llm.get("usage") or {}).items():
             if key in OI_TOKENS and value is not None:
                 out[OI_TOKENS[key]] = value
