@@ -385,11 +385,16 @@ def test_socket_errors_are_described_without_python_reprs() -> None:
 
 @pytest.mark.parametrize("shared", [False, True], ids=["alone", "sharing_parts"])
 def test_otlp_proto_values_parse_to_the_request_the_old_encoder_builds(kafka_broker: Any, tmp_path: Path,
-                                                                       shared: bool) -> None:
+                                                                       shared: bool,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The values shipper.otlp.wire writes, read back from the broker: each parses to exactly
     `Encoder.request(its records, its project)`, split or not, alone or sharing span parts with an open
     otlp_http exporter that sent the same spans first."""
     import copy
+
+    from shipper.otlp import wire
+
+    monkeypatch.setattr(wire, "SHARE_PARTS", shared)
 
     from test_exporters_contract import TRACE, make
     from test_otlp_wire import EXTRA

@@ -67,9 +67,12 @@ def test_a_changed_record_is_encoded_again_and_old_entries_are_forgotten() -> No
     assert len(parts._entries) == 2 and orjson.dumps(rec) not in parts._entries
 
 
-async def test_open_exporters_share_parts_and_send_what_one_alone_sends() -> None:
-    """With several exporters open the bodies come from shared parts; the backend decodes the same spans."""
+async def test_open_exporters_share_parts_and_send_what_one_alone_sends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With several exporters open (and sharing on) the bodies come from shared parts; the backend
+    decodes the same spans."""
     from shipper.otlp import wire
+
+    monkeypatch.setattr(wire, "SHARE_PARTS", True)
     from shipper.testing import OTLPServer
 
     bodies = {}

@@ -20,7 +20,8 @@ state (Langfuse's trace names) is run and encoded at every send, between the kep
 too. When two groups an encoder sends name the same key, the span is encoded from the merged mapping
 instead, as `Encoder` does (the later group wins), so the output never differs from
 `Encoder.request(...).SerializeToString()` but in the order of fields inside each span. Exporters
-`join` while open; with only one, `shared()` is False and each span is encoded whole, nothing kept.
+`join` while open; with only one, or with `SHARE_PARTS` off (the default: measured slower), `shared()`
+is False and each span is encoded whole, nothing kept.
 """
 
 from __future__ import annotations
@@ -323,10 +324,19 @@ def leave(exporter: Any) -> None:
         PARTS.clear()  # nothing to share any more: let the records go
 
 
+SHARE_PARTS = False
+"""Off: measured, sharing parts across exporters costs more than it saves. In the daemon with
+otlp_http, phoenix and langfuse (`python -m benchmarks.profile daemon family3 --defaults`, three
+alternating pairs), 86-94 µs per span with sharing against 77-81 without; in isolation it saved about
+5% of the encoding. Keeping each span's parts alive until the slowest exporter sent it seems to cost
+more memory traffic than the shared work saves. The code stays tested (the tests turn it on) for
+whoever measures again."""
+
+
 def shared() -> bool:
-    """True when two or more open exporters build protobuf here: only then is keeping parts worth its
-    bookkeeping (the first exporter to send a span pays for keeping it)."""
-    return len(_SHARERS) > 1
+    """True when sharing is on (`SHARE_PARTS`) and two or more open exporters build protobuf here: only
+    then is keeping parts worth its bookkeeping (the first exporter to send a span pays for keeping it)."""
+    return SHARE_PARTS and len(_SHARERS) > 1
 
 
 def trace_wide(batch: list[Record]) -> list[Record]:
