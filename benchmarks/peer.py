@@ -14,6 +14,7 @@ median of the rounds. Both collectors stay up across rounds, idle while the othe
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -34,6 +35,7 @@ from benchmarks.processes import (
     pin,
     pin_app,
     short_dir,
+    stop_process,
     wait_for,
 )
 
@@ -80,13 +82,7 @@ class Rotel:
         self.url = f"http://127.0.0.1:{self.port}/v1/traces"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc, signal.SIGTERM, 10)
         shutil.rmtree(self.root, ignore_errors=True)
 
 

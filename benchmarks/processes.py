@@ -60,6 +60,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen[bytes], sig: int, grace: float) -> None:
+    """Send `sig` to a process still running, wait up to `grace` seconds, then kill it."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 class Sink:
     """`python -m benchmarks.sink` in its own process."""
 
@@ -92,13 +103,7 @@ class Sink:
         self._get("/reset")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc, signal.SIGTERM, 10)
 
 
 class Daemon:
@@ -165,13 +170,8 @@ class Daemon:
         return int(self.status()["exporters"][name].get("exported", 0))
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.proc is not None:
+            stop_process(self.proc, signal.SIGTERM, 30)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
