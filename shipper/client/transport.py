@@ -146,12 +146,16 @@ class Transport:
                 return
             self._fallback(line, "refused" if self._refused else "socket_unavailable")
             return
+        self._send_on(sock, line)
+
+    def _send_on(self, sock: socket.socket, line: bytes) -> None:
+        """Send on an accepted connection (emit() has this inline); count it, or spool it if it fails."""
         try:
             sock.send(line, _SEND_FLAGS)
         except OSError as exc:
             self._send_failed(sock, line, exc)
-            return
-        self.sent += 1
+        else:
+            self.sent += 1
 
     def _send_unconfirmed(self, line: bytes) -> None:
         """Send on a connection whose verdict has not come yet, keeping a copy in case it is a refusal."""
@@ -177,12 +181,7 @@ class Transport:
                     self._held_bytes += len(line)
                     return
         if confirmed is not None:
-            try:
-                confirmed.send(line, _SEND_FLAGS)
-            except OSError as exc:
-                self._send_failed(confirmed, line, exc)
-            else:
-                self.sent += 1
+            self._send_on(confirmed, line)
             return
         self._fallback(line, reason)
 
