@@ -58,6 +58,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from shipper.component import Context, Deliver, Intake
 from shipper.errors import ConfigError
+from shipper.otlp.wire import varint
 from shipper.receivers import grpc_hint
 from shipper.receivers.otlp_intake import decode_body, decode_spans, export_response, grpc_endpoints
 from shipper.values import ByteSize, Duration
@@ -147,16 +148,7 @@ def _status_body(code: int, message: str, json: bool) -> bytes:
     if json:
         return orjson.dumps({"code": code, "message": message})
     text = message.encode()
-    return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+    return b"\x08" + varint(code) + b"\x12" + varint(len(text)) + text
 
 
 def _hex_to_base64(item: dict[str, Any]) -> None:
