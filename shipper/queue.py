@@ -200,8 +200,7 @@ class DiskQueue:
         # such a record (usually moments later) gets them without decoding its payload again. Records are
         # read-only past the queue, so these are the very records it holds; bounded by FRESH_BYTES
         # (oldest first), popped when taken, so a lagging or retrying worker decodes as before.
-        self._fresh: OrderedDict[Position, list[Record]] = OrderedDict()
-        self._fresh_sizes: dict[Position, int] = {}
+        self._fresh: OrderedDict[Position, tuple[list[Record], int]] = OrderedDict()  # (spans, payload bytes)
         self._fresh_bytes = 0
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -323,7 +322,6 @@ class DiskQueue:
         self._closed = True
         DECODED.open_queues -= 1
         self._fresh.clear()
-        self._fresh_sizes.clear()
         self._fresh_bytes = 0
         self._write_ack()
         if self.config.fsync != "never":
@@ -410,19 +408,18 @@ class DiskQueue:
     def _keep_fresh(self, position: Position, spans: list[Record], size: int) -> None:
         if size > FRESH_BYTES:
             return
-        fresh, sizes = self._fresh, self._fresh_sizes
-        fresh[position] = spans
-        sizes[position] = size
+        fresh = self._fresh
+        fresh[position] = (spans, size)
         self._fresh_bytes += size
         while self._fresh_bytes > FRESH_BYTES:
-            oldest, _ = fresh.popitem(last=False)
-            self._fresh_bytes -= sizes.pop(oldest)
+            self._fresh_bytes -= fresh.popitem(last=False)[1][1]
 
     def _take_fresh(self, position: Position) -> list[Record] | None:
-        spans = self._fresh.pop(position, None)
-        if spans is not None:
-            self._fresh_bytes -= self._fresh_sizes.pop(position)
-        return spans
+        kept = self._fresh.pop(position, None)
+        if kept is None:
+            return None
+        self._fresh_bytes -= kept[1]
+        return kept[0]
 
     async def _make_room(self, size: int, count: int) -> bool:
         limit = self.config.max_bytes
@@ -603,9 +600,8 @@ class DiskQueue:
     def _advance(self, pos: Position) -> None:
         self._head = self._normalize(pos)
         self._read = max(self._read, self._head)
-        fresh = self._fresh
-        while fresh and next(iter(fresh)) < self._head:  # dropped (drop_oldest) before they were taken
-            self._take_fresh(next(iter(fresh)))
+        for position in [p for p in self._fresh if p < self._head]:  # dropped (drop_oldest) before taken
+            self._take_fresh(position)
         self._write_ack()
         while self._segments[0] < self._head[0]:
             self._unlink(self._segments.pop(0))
