@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -85,6 +86,23 @@ class Daemon:
         log.close()
         if wait:
             self.wait_ready()
+        return self
+
+    def start_socket_activated(self) -> Daemon:
+        """Start as systemd would with socket activation: the socket bound and listening here, handed to
+        the daemon as fd 3 with LISTEN_PID (the child names itself, then execs: same pid) and LISTEN_FDS."""
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        listener.bind(self.socket)
+        listener.listen(16)
+        fd = listener.fileno()
+        launcher = (f"import os, sys; os.dup2({fd}, 3); os.close({fd}) if {fd} != 3 else None; "
+                    "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1', LISTEN_FDNAMES='socket'); "
+                    "os.execv(sys.executable, [sys.executable, '-m', 'shipper', 'run', '-c', sys.argv[1]])")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-c", launcher, str(self.config_path)], pass_fds=(fd,),
+                                         stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=str(self.root))
+        listener.close()  # the daemon holds its own copy now
+        self.wait_ready()
         return self
 
     def wait_ready(self, timeout: float = 20.0) -> None:

@@ -181,19 +181,7 @@ def test_reload_c_another_file_is_refused(daemon_factory, tmp_path) -> None:
 def test_a_socket_handed_over_by_systemd_is_not_rebound(daemon_factory) -> None:
     """Socket activation: a change to that receiver is refused (it takes a restart), the rest applies, and
     the inherited socket keeps taking spans."""
-    daemon = daemon_factory()
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    listener.bind(daemon.socket)
-    listener.listen(16)
-    fd = listener.fileno()
-    launcher = (f"import os, sys; os.dup2({fd}, 3); os.close({fd}) if {fd} != 3 else None; "
-                "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1', LISTEN_FDNAMES='socket'); "
-                "os.execv(sys.executable, [sys.executable, '-m', 'shipper', 'run', '-c', sys.argv[1]])")
-    with open(daemon.log_path, "ab") as log:
-        daemon.proc = subprocess.Popen([sys.executable, "-c", launcher, str(daemon.config_path)], pass_fds=(fd,),
-                                       stdout=log, stderr=subprocess.STDOUT, env=daemon.env, cwd=str(daemon.root))
-    listener.close()
-    daemon.wait_ready()
+    daemon = daemon_factory().start_socket_activated()
     config = dict(daemon.config, processors=[{"type": "redact"}])
     config["receivers"] = dict(config["receivers"])
     config["receivers"]["socket"] = {"type": "unix_socket", "path": daemon.socket, "max_message_bytes": 65536}

@@ -209,21 +209,7 @@ def test_inherited_sockets_match_by_path_then_name_then_first_free() -> None:
 
 def test_socket_activation_takes_the_inherited_socket(daemon_factory) -> None:
     """LISTEN_FDS/LISTEN_PID: the daemon listens on the socket it was given, spans arrive, the file stays."""
-    daemon: Daemon = daemon_factory(env=REPO_ENV)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    listener.bind(daemon.socket)
-    listener.listen(16)
-    fd = listener.fileno()
-    # The child puts the socket on fd 3 and names itself in LISTEN_PID, then execs the daemon (same pid).
-    launcher = (f"import os, sys; os.dup2({fd}, 3); os.close({fd}) if {fd} != 3 else None; "
-                "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1', LISTEN_FDNAMES='socket'); "
-                "os.execv(sys.executable, [sys.executable, '-m', 'shipper', 'run', '-c', sys.argv[1]])")
-    with open(daemon.log_path, "ab") as log:
-        daemon.proc = subprocess.Popen([sys.executable, "-c", launcher, str(daemon.config_path)],
-                                       pass_fds=(fd,), stdout=log, stderr=subprocess.STDOUT, env=daemon.env,
-                                       cwd=str(daemon.root))
-    listener.close()  # the daemon holds its own copy now
-    daemon.wait_ready()
+    daemon: Daemon = daemon_factory(env=REPO_ENV).start_socket_activated()
     assert "inherited from systemd" in daemon.log()
     assert "Removed the stale socket" not in daemon.log()
     send_seqpacket(daemon.socket, [record(i) + b"\n" for i in range(1, 6)])
