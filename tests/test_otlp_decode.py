@@ -190,13 +190,13 @@ def build(spec: list[Any]) -> bytes:
     return message.SerializeToString()
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(requests(VALUES, valid=False))
 def test_generated_requests_decode_as_the_reference_does(spec: list[Any]) -> None:
     same_as_reference(build(spec))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(requests(FAST_VALUES, valid=True))
 def test_generated_valid_requests_take_the_fast_path_and_decode_as_the_reference_does(spec: list[Any]) -> None:
     body = build(spec)
