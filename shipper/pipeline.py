@@ -374,7 +374,6 @@ class Pipeline:
                     max_delay=settings.max_delay,
                     size_of=lambda item: (len(item[1].records) + len(item[1].rejects), item[1].size),
                     idle_tick=max(settings.max_delay, 0.05),
-                    waited=lambda item: getattr(item[0], "answers_senders", False),
                 )) as stream:
                     async for batch in stream:
                         await self._handle(batch)
