@@ -33,13 +33,24 @@ __all__ = ["Context", "Deliver", "Exporter", "Intake", "Processor", "Receiver"]
 
 @dataclass(slots=True)
 class Intake:
-    """What a receiver yields: decoded records, rejected lines, and a mark to commit later."""
+    """What a receiver yields: decoded records, rejected lines, and a mark to commit later.
+
+    An OTLP receiver may instead hand over a request as it came (`otlp`: a protobuf
+    ExportTraceServiceRequest of `otlp_spans` spans), when the pipeline's `Context.forwarding` allows it:
+    the pipeline queues it as it is for exporters that send OTLP on unchanged (docs/forwarding.md)."""
 
     records: list[Record]
     rejects: list[Reject] = field(default_factory=list)
     mark: Any = None
     source: str = ""
     size: int = 0
+    otlp: bytes = b""
+    otlp_spans: int = 0
+
+    @property
+    def count(self) -> int:
+        """How many spans (records, rejects and forwarded spans) this intake holds."""
+        return len(self.records) + len(self.rejects) + self.otlp_spans
 
 
 Deliver = Callable[[Intake], Awaitable[None]]
@@ -55,6 +66,9 @@ class Context:
     max_record_bytes: int = MAX_RECORD_BYTES
     intake: Any = None
     """The pipeline's `shipper.intake.IntakeBudget`: receivers check `has_room()` before reading more."""
+    forwarding: Callable[[], tuple[int, int] | None] | None = None
+    """The pipeline's `forward_limits`: (max spans, max bytes) of an OTLP request that may be handed over
+    as it came (`Intake.otlp`), or None while something must see the spans as records."""
 
 
 class Receiver(Protocol):

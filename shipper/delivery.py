@@ -150,8 +150,12 @@ class Delivery:
                         return  # all dropped by drop_oldest while we waited; counted there
                     self._state = "exporting"
                     ndjson = getattr(self.exporter, "export_ndjson", None)
-                    if ndjson is not None:  # the exporter takes the queued lines as they are
-                        set_aside = await ndjson([item.payload for item in items], sum(item.count for item in items))
+                    if getattr(self.exporter, "forwards_otlp", False) and any(item.forwarded for item in items):
+                        set_aside = await self.exporter.export_forwarded(  # type: ignore[attr-defined]
+                            [(item.payload, item.count) for item in items if item.forwarded],
+                            [span for item in items if not item.forwarded for span in item.spans])
+                    elif ndjson is not None:  # the exporter takes the queued lines as they are
+                        set_aside = await ndjson([item.ndjson for item in items], sum(item.count for item in items))
                     else:
                         set_aside = await self.exporter.export([span for item in items for span in item.spans])
         except _Stopped:

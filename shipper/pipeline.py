@@ -51,6 +51,7 @@ from shipper.component import Context, Deliver, Intake, Receiver
 from shipper.config import Config, load_config
 from shipper.errors import ConfigError
 from shipper.intake import IntakeBudget
+from shipper.otlp import forward
 from shipper.queue import encode_lines
 from shipper.record import Record
 from shipper.rejects import RejectLog
@@ -112,7 +113,8 @@ class Pipeline:
 
     def _context(self, section: str, name: str, max_record_bytes: int | None = None) -> Context:
         return Context(name=name, state_dir=self.state_dir, counters=self.stats.component(section, name),
-                       max_record_bytes=max_record_bytes or self.settings.max_record_bytes, intake=self.budget)
+                       max_record_bytes=max_record_bytes or self.settings.max_record_bytes, intake=self.budget,
+                       forwarding=self.forward_limits)
 
     def _build(self) -> None:
         for spec in self.config.receivers:
@@ -327,7 +329,7 @@ class Pipeline:
             # already read finishes the hand-over first, so those records are not lost. Bounded: the
             # pipeline keeps consuming (and closing the stream at shutdown ends the wait), and at worst
             # `shutdown_timeout` ends it.
-            count = len(intake.records) + len(intake.rejects)
+            count = intake.count
             with anyio.move_on_after(self.settings.shutdown_timeout, shield=True) as handover:
                 await budget.wait_room()
                 budget.take(count, intake.size)
@@ -372,7 +374,7 @@ class Pipeline:
                     max_items=settings.max_spans,
                     max_bytes=settings.max_bytes,
                     max_delay=settings.max_delay,
-                    size_of=lambda item: (len(item[1].records) + len(item[1].rejects), item[1].size),
+                    size_of=lambda item: (item[1].count, item[1].size),
                     idle_tick=max(settings.max_delay, 0.05),
                 )) as stream:
                     async for batch in stream:
@@ -397,28 +399,56 @@ class Pipeline:
             await self._queue(batch)
         finally:
             for _, intake in batch:
-                self.budget.give_back(len(intake.records) + len(intake.rejects), intake.size)
+                self.budget.give_back(intake.count, intake.size)
+
+    def forward_limits(self) -> tuple[int, int] | None:
+        """(max spans, max bytes) of an OTLP request a receiver may hand over as it came, or None.
+
+        Forwarding (docs/forwarding.md) holds while no shared processor is configured and every exporter
+        forwards OTLP unchanged with no processors of its own; the limits are the smallest queue record's,
+        so a forwarded request is always one queue record."""
+        if self.chain.processors or not self.sinks:
+            return None
+        sinks = self.sinks.values()
+        if not all(sink.forwards_otlp for sink in sinks):
+            return None
+        return (min(sink.queue.record_spans for sink in sinks), min(sink.queue.record_bytes for sink in sinks))
 
     async def _queue(self, batch: list[tuple[Receiver, Intake]]) -> None:
         records: list[Record] = []
+        forwarded: list[Intake] = []
         for _, intake in batch:
             if intake.rejects:
                 self._reject(intake)
             records.extend(intake.records)
-        self.counters.add("received", len(records))
+            if intake.otlp:
+                forwarded.append(intake)
+        if forwarded:
+            forwarded = self._forwardable(forwarded, records)
+        spans = len(records) + sum(intake.otlp_spans for intake in forwarded)
+        self.counters.add("received", spans)
+        if forwarded:
+            self.counters.add("forwarded", spans - len(records))
+        shown: list[Record] = []  # `shipper tail` sees forwarded spans too, decoded only for it
+        if forwarded and (self.raw_taps or self.taps):
+            limit = self.settings.max_record_bytes
+            shown = [r for intake in forwarded for r in forward.decode(intake.otlp, limit)[0]]
         for tap in self.raw_taps:
-            tap(records)
+            tap(records + shown if shown else records)
         chain = self.chain  # one chain per batch, so a reload swaps between batches
         processed = chain(records) if records else records
         for tap in self.taps:
-            tap(processed)
+            tap(processed + shown if shown else processed)
         sinks = self.sinks.values()
         lines = None
         if processed and sum(getattr(sink, "passes_through", False) for sink in sinks) > 1:
             lines = encode_lines(processed)  # once for every exporter without processors of its own
         for sink in sinks:
-            await sink.put(list(processed) if len(self.sinks) > 1 else processed, lines)
-        self.counters.add("processed", len(processed))
+            if processed:
+                await sink.put(list(processed) if len(self.sinks) > 1 else processed, lines)
+            for intake in forwarded:
+                await sink.put_forwarded(intake.otlp, intake.otlp_spans)
+        self.counters.add("processed", len(processed) + spans - len(records))
         marks: list[tuple[Receiver, Any]] = []
         for receiver, intake in batch:
             if intake.mark is None:
@@ -445,6 +475,19 @@ class Pipeline:
             _, marks = self._deferred.popleft()
             for receiver, mark in marks:
                 await receiver.commit(mark)
+
+    def _forwardable(self, intakes: list[Intake], records: list[Record]) -> list[Intake]:
+        """The intakes that can still be queued as they came; the others' spans are decoded into `records`
+        (a reload between their hand-over and now turned forwarding off, or made a queue record smaller)."""
+        limits = self.forward_limits()
+        if limits is not None and all(i.otlp_spans <= limits[0] and len(i.otlp) <= limits[1] for i in intakes):
+            return intakes
+        for intake in intakes:
+            decoded, rejects = forward.decode(intake.otlp, self.settings.max_record_bytes)
+            records.extend(decoded)
+            if rejects:
+                self._reject(Intake([], rejects, source=intake.source))
+        return []
 
     def _chains_now(self) -> list[Chain]:
         return [self.chain, *(getattr(sink, "chain", None) or Chain([]) for sink in self.sinks.values())]

@@ -33,7 +33,9 @@ again from the ack position.
 
 A worker taking a record appended moments before gets its spans as they were put, not decoded again
 from the payload (the last `FRESH_BYTES` of payload are kept so, by position; records are read-only
-past the queue). After a restart, a retry or a lag, records are decoded from the segment as always.
+past the queue); a forwarded OTLP request (shipper.otlp.forward) just appended is handed over as the bytes
+that were written, not read back and checked again. After a restart, a retry or a lag, records are read
+from the segment and checked as always.
 
 `fsync` (default `interval`): `always` fsyncs each append before `put` returns (in a worker thread,
 survives power loss, costs a disk flush per batch); `interval` fsyncs dirty segments once a second in the
@@ -66,7 +68,8 @@ import anyio
 import orjson
 
 from shipper.errors import QueueBusyError
-from shipper.record import Record
+from shipper.otlp import forward
+from shipper.record import MAX_RECORD_BYTES, Record
 from shipper.segment import CRC_PART, HEADER, MAGIC, encode_record, resync, scan
 from shipper.settings import QueueConfig
 from shipper.stats import Counters
@@ -107,13 +110,32 @@ class Item:
         self._where = where
 
     @property
+    def forwarded(self) -> bool:
+        """True when the payload is an OTLP request kept as it came (shipper.otlp.forward), not NDJSON."""
+        return forward.is_forwarded(self.payload)
+
+    @property
     def lines(self) -> list[bytes]:
-        """The spans' NDJSON lines, as queued."""
+        """The spans' NDJSON lines, as queued (a forwarded request's spans, decoded and encoded)."""
+        if self.forwarded:
+            return [orjson.dumps(span) for span in self.spans]
         return self.payload.split(b"\n") if self.payload else []
+
+    @property
+    def ndjson(self) -> bytes:
+        """The spans as NDJSON lines joined by newlines: the payload, unless it is a forwarded request."""
+        return b"\n".join(self.lines) if self.forwarded else self.payload
 
     @property
     def spans(self) -> list[Record]:
         """The spans as records (decoded once; shared between queues, see `_Decoded`)."""
+        if self._spans is None and self.forwarded:
+            self._spans, rejects = forward.decode(self.payload, MAX_RECORD_BYTES)
+            if rejects:
+                log.error("Queue %s: %d spans of a forwarded OTLP request in segment %d at offset %d are not "
+                          "valid records (first: %s, %s); they are left out.", self._where, len(rejects),
+                          self.position[0], self.position[1], rejects[0].reason, rejects[0].detail)
+            return self._spans
         if self._spans is None:
             self._spans = DECODED.loads(self.lines)
             if len(self._spans) != self.count:
@@ -200,7 +222,7 @@ class DiskQueue:
         # such a record (usually moments later) gets them without decoding its payload again. Records are
         # read-only past the queue, so these are the very records it holds; bounded by FRESH_BYTES
         # (oldest first), popped when taken, so a lagging or retrying worker decodes as before.
-        self._fresh: OrderedDict[Position, tuple[list[Record], int]] = OrderedDict()  # (spans, payload bytes)
+        self._fresh: OrderedDict[Position, tuple[list[Record] | bytes, int]] = OrderedDict()  # (spans, payload bytes)
         self._fresh_bytes = 0
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -372,6 +394,17 @@ class DiskQueue:
         if self.config.fsync == "always" and self._dirty:
             await self.sync()
 
+    async def put_forwarded(self, body: bytes, count: int) -> None:
+        """Append an OTLP request of `count` spans as one record, its payload the request as it came
+        (shipper.otlp.forward); returns once it is in the segment file."""
+        record = encode_record(body, count, int(time.time() * 1000))
+        if await self._make_room(len(record), count):
+            position = self._append(record, count)
+            if position is not None:
+                self._keep_fresh(position, body, len(body))
+        if self.config.fsync == "always" and self._dirty:
+            await self.sync()
+
     def _encoded(self, spans: list[Record]) -> tuple[list[Record], list[bytes]]:
         """(the spans that JSON can hold, their lines); the others are dropped as `unencodable`."""
         dumps = orjson.dumps
@@ -405,7 +438,7 @@ class DiskQueue:
         if start < len(lines):
             yield start, len(lines)
 
-    def _keep_fresh(self, position: Position, spans: list[Record], size: int) -> None:
+    def _keep_fresh(self, position: Position, spans: list[Record] | bytes, size: int) -> None:
         if size > FRESH_BYTES:
             return
         fresh = self._fresh
@@ -414,7 +447,7 @@ class DiskQueue:
         while self._fresh_bytes > FRESH_BYTES:
             self._fresh_bytes -= fresh.popitem(last=False)[1][1]
 
-    def _take_fresh(self, position: Position) -> list[Record] | None:
+    def _take_fresh(self, position: Position) -> list[Record] | bytes | None:
         kept = self._fresh.pop(position, None)
         if kept is None:
             return None
@@ -524,6 +557,13 @@ class DiskQueue:
         return nxt
 
     def _read_item(self, pos: Position) -> Item | None:
+        if self._fresh and type(self._fresh.get(pos, (None,))[0]) is bytes:  # a forwarded request just put
+            found = self._header_at(pos)
+            if found is not None and found[0] == pos:
+                size, count, appended_ms = found[1:4]
+                body = self._take_fresh(pos)
+                assert isinstance(body, bytes)
+                return Item(pos, (pos[0], pos[1] + size), size, appended_ms, count, body, self.dir)
         found = self._header_at(pos, verify=True)
         if found is None:
             return None
@@ -531,7 +571,7 @@ class DiskQueue:
         item = Item((seq, offset), (seq, offset + size), size, appended_ms, count, payload, self.dir)
         if self._fresh:
             spans = self._take_fresh((seq, offset))
-            if spans is not None and len(spans) == count:
+            if type(spans) is list and len(spans) == count:
                 item._spans = spans
         return item
 

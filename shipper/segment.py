@@ -8,7 +8,9 @@ A segment is a run of records, each written with one `write()`:
     8       4     span count N
     12      8     appended at, Unix epoch milliseconds
     20      4     crc32 (zlib) of bytes 4..20 followed by the payload
-    24      L     the payload: N span records as orjson NDJSON lines joined by b"\\n" (no final newline)
+    24      L     the payload: N span records as orjson NDJSON lines joined by b"\\n" (no final newline),
+                  or an OTLP ExportTraceServiceRequest of N spans kept as it came (it starts with 0x0A,
+                  NDJSON with `{`: shipper.otlp.forward, docs/forwarding.md)
 
 `scan` is what recovery runs over a segment (shipper/queue.py says what it does with the result): a whole
 record whose checksum fails is skipped, and so is unreadable garbage up to the next valid record; a record

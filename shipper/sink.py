@@ -98,6 +98,16 @@ class QueuedSink:
         if batch:
             await self.queue.put(batch)
 
+    @property
+    def forwards_otlp(self) -> bool:
+        """True when OTLP requests may be queued here as they came: no processors of its own, and an
+        exporter that sends them on unchanged (docs/forwarding.md)."""
+        return not self.chain.processors and bool(getattr(self.exporter, "forwards_otlp", False))
+
+    async def put_forwarded(self, body: bytes, count: int) -> None:
+        """Queue an OTLP request of `count` spans as it came (the pipeline checked `forwards_otlp`)."""
+        await self.queue.put_forwarded(body, count)
+
     async def put_processed(self, batch: list[Record]) -> None:
         """Queue spans that already went through this exporter's processors (released at a reload)."""
         if batch:

@@ -7,6 +7,11 @@ of the encoding, so a backend that reads only one is cheaper to feed with only t
 adds a tool span's input and output as `gen_ai.tool.call.arguments` / `gen_ai.tool.call.result`
 (opt-in in the conventions, as they may hold user data). The resource gets `service.name`, the record's `resource`, and `openinference.project.name` for spans with a
 `project` (one request per project). `headers` are sent as configured and never printed.
+
+`forward_otlp: true` sends spans that came in over OTLP on as they came, byte for byte, when nothing
+needs to see them (no processors, every exporter forwarding: docs/forwarding.md): no conventions are
+added to them and their resource and scope are the sender's. Spans from the shim, and OTLP spans while
+a processor is configured, are converted as above.
 """
 
 from __future__ import annotations
@@ -42,9 +47,14 @@ class Config(HTTPCommon):
     conventions: list[Literal["genai", "openinference", "gen_ai_legacy"]] = field(
         default_factory=lambda: ["genai", "openinference"])
     tool_content: bool = False
+    forward_otlp: bool = False
 
     def check(self) -> list[str]:
-        return self.check_url("endpoint", self.endpoint)
+        problems = self.check_url("endpoint", self.endpoint)
+        if self.forward_otlp and self.encoding != "protobuf":
+            problems.append(f"forward_otlp: sends OTLP requests on as they came, in protobuf; it needs "
+                            f"encoding: protobuf, not {self.encoding}")
+        return problems
 
 
 def mappers(config: Config) -> tuple[AttributeMapper, ...]:
@@ -73,6 +83,7 @@ class OTLPHTTPExporter(HTTPExporter):
         self.encoder = Encoder(mappers(config), _project_resource)
         self.content_type = JSON if config.encoding == "json" else PROTOBUF
         self._headers = {name.lower(): value.reveal() for name, value in config.headers.items()}
+        self.forwards_otlp = config.forward_otlp and config.encoding == "protobuf"
 
     def headers(self, project: str | None) -> dict[str, str]:
         return self._headers

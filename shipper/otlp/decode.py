@@ -32,14 +32,17 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from shipper.errors import RecordError
 from shipper.otlp import langfuse as lf
 from shipper.otlp import semconv as sc
 from shipper.otlp.messages import genai_messages_from, oi_messages_from
 from shipper.otlp.text import parse_json
-from shipper.record import KINDS, MAX_KEY_CHARS, Record
+from shipper.record import KINDS, MAX_KEY_CHARS, Record, Reject, validate
 
-__all__ = ["OTelSpan", "clean_attributes", "clean_value", "from_request", "lift", "to_record"]
+__all__ = ["OTelSpan", "clean_attributes", "clean_value", "decode_spans", "excerpt", "from_request", "lift", "to_record"]
 
 SCOPE_NAME, SCOPE_VERSION = "otel.scope.name", "otel.scope.version"
 OTEL_KINDS = ("internal", "internal", "server", "client", "producer", "consumer")
@@ -555,3 +558,25 @@ def from_request(request: Any) -> Iterable[tuple[OTelSpan, Any]]:
                     scope_name=scope.name,
                     scope_version=scope.version,
                 ), pb
+
+
+def decode_spans(message: ExportTraceServiceRequest, max_record_bytes: int) -> tuple[list[dict[str, Any]],
+                                                                                     list[Reject]]:
+    """The request's spans as valid records, and a `Reject` for each span that is not one."""
+    records: list[dict[str, Any]] = []
+    rejects: list[Reject] = []
+    for otel, pb in from_request(message):
+        try:
+            records.append(validate(to_record(otel)))
+        except RecordError as exc:
+            rejects.append(Reject(exc.reason, exc.detail, excerpt(pb, max_record_bytes)))
+    return records, rejects
+
+
+def excerpt(pb: Any, limit: int) -> bytes:
+    """The rejected span as it came (JSON text), capped, for the rejected-records log."""
+    try:
+        text: bytes = json_format.MessageToJson(pb, indent=None).encode()
+    except Exception:
+        text = b""
+    return text[: min(limit, 65536)]

@@ -37,9 +37,9 @@ from shipper.receivers.otlp_intake import (
     RETRY_AFTER,
     Busy,
     Handover,
-    decode_body,
     export_response,
     grpc_endpoints,
+    read_body,
 )
 from shipper.values import ByteSize, Duration
 
@@ -180,7 +180,7 @@ class OTLPGRPCReceiver:
         unreadable: str | None = None
         try:
             try:  # parsed and decoded in one: DecodeError comes from the parsing only
-                records, rejects = decode_body(body, self.ctx.max_record_bytes)
+                records, rejects, forwarded = read_body(body, self.ctx)
             except DecodeError as exc:
                 unreadable = f"the body is not a readable OTLP ExportTraceServiceRequest: {str(exc)[:200]}"
             else:
@@ -188,7 +188,7 @@ class OTLPGRPCReceiver:
                     await self._running.wait()
                 if self._deliver is None:
                     raise Busy("shipper is starting; retry")
-                await self._handover.take(records, rejects, source, len(body), self._deliver)
+                await self._handover.take(records, rejects, source, len(body), self._deliver, body, forwarded)
         except Busy as exc:
             busy = exc
         except Exception as exc:  # a bug of ours: answer INTERNAL, keep serving others

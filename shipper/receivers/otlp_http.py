@@ -60,7 +60,7 @@ from shipper.component import Context, Deliver, Intake
 from shipper.errors import ConfigError
 from shipper.otlp.wire import varint
 from shipper.receivers import grpc_hint
-from shipper.receivers.otlp_intake import decode_body, decode_spans, export_response, grpc_endpoints
+from shipper.receivers.otlp_intake import decode_spans, export_response, grpc_endpoints, read_body
 from shipper.values import ByteSize, Duration
 
 __all__ = ["OTLPHTTPReceiver", "parse_endpoint"]
@@ -464,19 +464,21 @@ class OTLPHTTPReceiver:
                 raise _Refused(400, f"the body is not a readable OTLP/JSON ExportTraceServiceRequest: "
                                     f"{str(exc)[:200]}", json=True) from exc
             records, rejects = decode_spans(message, self.ctx.max_record_bytes)
+            forwarded = 0
         else:
             try:  # parsed and decoded in one: DecodeError comes from the parsing only
-                records, rejects = decode_body(body, self.ctx.max_record_bytes)
+                records, rejects, forwarded = read_body(body, self.ctx)
             except DecodeError as exc:
                 raise _Refused(400, f"the body is not a readable OTLP protobuf ExportTraceServiceRequest: "
                                     f"{str(exc)[:200]}") from exc
         self.counters.add("requests")
-        if records:
-            self.counters.add("received", len(records))
-        if records or rejects:
+        if records or forwarded:
+            self.counters.add("received", len(records) + forwarded)
+        if records or rejects or forwarded:
             mark = anyio.Event()
             with anyio.move_on_after(self.config.timeout):
-                await deliver(Intake(records, rejects, mark, source, len(body)))
+                await deliver(Intake(records, rejects, mark, source, len(body), body if forwarded else b"",
+                                     forwarded))
                 await mark.wait()
             if not mark.is_set():
                 self.counters.add("not_queued_in_time")

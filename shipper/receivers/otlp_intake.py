@@ -33,7 +33,7 @@ import struct
 from typing import Any
 
 import anyio
-from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -44,23 +44,23 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from shipper.component import Deliver, Intake
+from shipper.component import Context, Deliver, Intake
 from shipper.errors import RecordError
+from shipper.otlp import forward
 from shipper.otlp.decode import (
     OTEL_KINDS,
     STATUS_CODES,
     ResourceFields,
     build_record,
     clean_attributes,
-    from_request,
+    decode_spans,
     key_values,
-    to_record,
 )
 from shipper.record import MAX_KEY_CHARS, Record, Reject, validate
 from shipper.stats import Counters
 
 __all__ = ["HANDOVER_WAIT", "RETRY_AFTER", "Busy", "Handover", "Receipt", "decode_body", "decode_spans",
-           "export_response", "grpc_endpoints"]
+           "export_response", "grpc_endpoints", "read_body"]
 
 log = logging.getLogger("shipper.receivers.otlp_intake")
 
@@ -86,19 +86,6 @@ class Receipt:
         self.done = anyio.Event()
 
 
-def decode_spans(message: ExportTraceServiceRequest, max_record_bytes: int) -> tuple[list[dict[str, Any]],
-                                                                                     list[Reject]]:
-    """The request's spans as valid records, and a `Reject` for each span that is not one."""
-    records: list[dict[str, Any]] = []
-    rejects: list[Reject] = []
-    for otel, pb in from_request(message):
-        try:
-            records.append(validate(to_record(otel)))
-        except RecordError as exc:
-            rejects.append(Reject(exc.reason, exc.detail, _excerpt(pb, max_record_bytes)))
-    return records, rejects
-
-
 def decode_body(body: bytes, max_record_bytes: int) -> tuple[list[Record], list[Reject]]:
     """`decode_spans` of the ExportTraceServiceRequest `body` encodes, fast when it can be (see the module doc).
 
@@ -116,6 +103,19 @@ def decode_body(body: bytes, max_record_bytes: int) -> tuple[list[Record], list[
             except (_Unusual, RecordError, UnicodeDecodeError, IndexError, struct.error):
                 pass
     return decode_spans(ExportTraceServiceRequest.FromString(body), max_record_bytes)
+
+
+def read_body(body: bytes, ctx: Context) -> tuple[list[Record], list[Reject], int]:
+    """(records, rejects, 0): `decode_body` of `body`; or ([], [], its span count) when the pipeline
+    forwards OTLP (`ctx.forwarding`) and `shipper.otlp.forward.check` passes: then the request is handed
+    over as it came (`Intake.otlp`), and nothing is decoded. Raises as `decode_body` does."""
+    limits = ctx.forwarding() if ctx.forwarding is not None else None
+    if limits is not None and len(body) <= limits[1]:
+        count = forward.check(body, limits[0])
+        if count:
+            return [], [], count
+    records, rejects = decode_body(body, ctx.max_record_bytes)
+    return records, rejects, 0
 
 
 def export_response(rejects: list[Reject]) -> ExportTraceServiceResponse:
@@ -137,17 +137,19 @@ class Handover:
         self.timeout = timeout
 
     async def take(self, records: list[dict[str, Any]], rejects: list[Reject], source: str, size: int,
-                   deliver: Deliver) -> None:
-        """Return once the records are in every exporter's queue; raise `Busy` when that does not happen."""
+                   deliver: Deliver, otlp: bytes = b"", otlp_spans: int = 0) -> None:
+        """Return once the records (or the forwarded request `otlp` of `otlp_spans` spans) are in every
+        exporter's queue; raise `Busy` when that does not happen."""
         self.counters.add("requests")
-        if not records and not rejects:
+        if not records and not rejects and not otlp_spans:
             return
-        if records:
-            self.counters.add("received", len(records))
+        if records or otlp_spans:
+            self.counters.add("received", len(records) + otlp_spans)
         receipt = Receipt()
         with anyio.move_on_after(min(HANDOVER_WAIT, self.timeout)) as waiting:
             try:
-                await deliver(Intake(records, rejects, receipt, source, size))
+                await deliver(Intake(records, rejects, receipt, source, size, otlp if otlp_spans else b"",
+                                     otlp_spans))
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):  # the daemon is stopping
                 self.counters.add("unavailable")
                 raise Busy("shipper is stopping; retry") from None
@@ -165,15 +167,6 @@ class Handover:
         """The pipeline's commit: the records of `mark` are durable; wake the request waiting on them."""
         if isinstance(mark, Receipt):
             mark.done.set()
-
-
-def _excerpt(pb: Any, limit: int) -> bytes:
-    """The rejected span as it came (JSON text), capped, for the rejected-records log."""
-    try:
-        text = json_format.MessageToJson(pb, indent=None).encode()
-    except Exception:
-        text = b""
-    return text[: min(limit, 65536)]
 
 
 # -- the fast path (see the module doc) -------------------------------------------------------------------
