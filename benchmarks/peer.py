@@ -5,7 +5,10 @@ spans, protobuf) against the same sink (`benchmarks.sink`), each collector pinne
 sink and load on the app CPU. Neither gets a config the other lacks: shipper runs with no processors (Rotel
 has none), one `otlp_http` exporter, its defaults otherwise (durable queue, batching, gzip level 1); Rotel
 with `--exporter otlp --otlp-exporter-protocol http` (it gzips its requests at level 6 whatever its
-compression flag says). Per round and collector: CPU seconds (utime + stime of the collector process, all
+compression flag says). Rotel sends spans on as they came, and so does `shipper` here (`forward_otlp:
+true`: the requests are queued and sent unread, docs/forwarding.md); `shipper_converting` is the same
+daemon with the exporter's default, converting each span to a record and back with the GenAI and
+OpenInference attributes added (work Rotel does not do), measured in the same rounds. Per round and collector: CPU seconds (utime + stime of the collector process, all
 threads, /proc/<pid>/stat) from the first request sent to the last span at the sink, and the bytes the
 sink received (bytes on the wire, request bodies as sent). Rounds alternate the two; each figure is the
 median of the rounds. Both collectors stay up across rounds, idle while the other one is measured.
@@ -86,8 +89,8 @@ class Rotel:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _shipper(sink_url: str) -> tuple[Daemon, str]:
-    daemon = Daemon({"otlp": {"type": "otlp_http", "endpoint": sink_url}},
+def _shipper(sink_url: str, forward: bool) -> tuple[Daemon, str]:
+    daemon = Daemon({"otlp": {"type": "otlp_http", "endpoint": sink_url, "forward_otlp": forward}},
                     receivers={"otlp": {"type": "otlp_http", "endpoint": "127.0.0.1:0"}}).start()
     port = daemon.status()["receivers"]["otlp"]["port"]
     return daemon, f"http://127.0.0.1:{port}/v1/traces"
@@ -136,12 +139,14 @@ def measure(n: int, rounds: int, timeout: float, log: Callable[[str], None]) -> 
         log("  peer: skipped, rotel is not installed (pip install -e '.[bench]')")
         return {"skipped": "rotel is not installed: pip install -e '.[bench]'"}
     sink = Sink(cpus=APP_CPUS)
-    runs: dict[str, list[dict[str, Any]]] = {"shipper": [], "rotel": []}
-    daemon = rotel = None
+    runs: dict[str, list[dict[str, Any]]] = {"shipper": [], "rotel": [], "shipper_converting": []}
+    daemon = converting = rotel = None
     try:
-        daemon, shipper_url = _shipper(sink.url)
+        daemon, shipper_url = _shipper(sink.url, forward=True)
+        converting, converting_url = _shipper(sink.url, forward=False)
         rotel = Rotel(binary, sink.url)
-        targets = {"shipper": (daemon.pid, shipper_url), "rotel": (rotel.pid, rotel.url)}
+        targets = {"shipper": (daemon.pid, shipper_url), "rotel": (rotel.pid, rotel.url),
+                   "shipper_converting": (converting.pid, converting_url)}
         for pid, url in targets.values():  # warm up: connections, first allocations
             _round(pid, url, sink, min(n, 2048), timeout)
         for i in range(rounds):
@@ -151,18 +156,23 @@ def measure(n: int, rounds: int, timeout: float, log: Callable[[str], None]) -> 
                 runs[name].append(_round(pid, url, sink, n, timeout))
                 log(f"  peer: round {i + 1} {name}: {runs[name][-1]['us_per_span']} us CPU per span")
     finally:
-        if daemon is not None:
-            daemon.stop()
+        for shipper in (daemon, converting):
+            if shipper is not None:
+                shipper.stop()
         if rotel is not None:
             rotel.stop()
         sink.stop()
     out = {name: _summary(r, n) for name, r in runs.items()}
-    ratio = out["shipper"]["us_per_span"] / out["rotel"]["us_per_span"] if out["rotel"]["us_per_span"] else None
+    rotel_us = out["rotel"]["us_per_span"]
+    ratio = out["shipper"]["us_per_span"] / rotel_us if rotel_us else None
+    converting_ratio = out["shipper_converting"]["us_per_span"] / rotel_us if rotel_us else None
     return {"n": n, "rounds": rounds, "variants": out,
             "ratio_cpu_shipper_over_rotel": round(ratio, 2) if ratio else None,
+            "ratio_cpu_converting_over_rotel": round(converting_ratio, 2) if converting_ratio else None,
             "cpus": {"collectors": sorted(SERVICE_CPUS), "sink_and_load": sorted(APP_CPUS)},
             "settings": "OTLP/HTTP protobuf in (512 spans per request), one OTLP/HTTP exporter to the same sink; "
-                        "shipper: no processors, defaults otherwise (queue, batching, gzip level 1); "
+                        "shipper: no processors, forward_otlp: true, defaults otherwise (queue, batching, gzip "
+                        "level 1); shipper_converting: the same with forward_otlp: false (the default); "
                         "rotel: --exporter otlp --otlp-exporter-protocol http (gzip level 6)",
             "rotel_version": _rotel_version(binary)}
 

@@ -2,7 +2,8 @@
 
 `client OPTION`: cProfile over N spans of one option (span, traced, floor, otel) sent to a running daemon,
 top functions by own time. `daemon SCENARIO`: py-spy (`pip install py-spy`) samples the daemon while
-it moves N spans (socket -> file, -> OTLP sink, -> three OTLP-family exporters, or OTLP/HTTP in -> OTLP); only
+it moves N spans (socket -> file, -> OTLP sink, -> three OTLP-family exporters, OTLP/HTTP in -> OTLP, or the same
+forwarded as received: `otlp_forward`); only
 threads holding the GIL are sampled (`--gil`: a thread blocked in a syscall is not counted as busy); top
 functions by own and by inclusive samples.
 """
@@ -24,6 +25,8 @@ from pathlib import Path
 from benchmarks.machine import ROOT, cpu_seconds
 from benchmarks.processes import ENV, Daemon, Sink, pin_app, wait_for
 from benchmarks.workload import recorder
+
+ALL_THREADS = False
 
 
 def client(option: str, n: int, top: int) -> None:
@@ -57,13 +60,14 @@ def daemon(scenario: str, n: int, top: int, defaults: bool = False) -> None:
 
     sink = Sink()
     exporters = ({"file": {"type": "file"}} if scenario == "file" else _family(sink.url, 3) if scenario == "family3"
-                 else {"otlp": {"type": "otlp_http", "endpoint": sink.url}})
-    receivers = {"otlp": {"type": "otlp_http", "endpoint": "127.0.0.1:0"}} if scenario == "otlp_in" else None
+                 else {"otlp": {"type": "otlp_http", "endpoint": sink.url, "forward_otlp": scenario == "otlp_forward"}})
+    receivers = ({"otlp": {"type": "otlp_http", "endpoint": "127.0.0.1:0"}} if scenario.startswith("otlp_")
+                 else None)
     shipper = Daemon(exporters, {"processors": DEFAULT_PROCESSORS} if defaults else None, receivers).start()
     copies = 3 if scenario == "family3" else 1
     raw = Path(tempfile.mkdtemp(prefix="shp-prof-")) / "samples.txt"
     try:
-        if scenario == "otlp_in":
+        if scenario.startswith("otlp_"):
             port = shipper.status()["receivers"]["otlp"]["port"]
             gen = subprocess.Popen([sys.executable, "-m", "benchmarks.otlp_load", "--url",
                                     f"http://127.0.0.1:{port}/v1/traces", "--n", str(n)], stdin=subprocess.PIPE,
@@ -73,7 +77,7 @@ def daemon(scenario: str, n: int, top: int, defaults: bool = False) -> None:
         assert gen.stdout is not None and gen.stdin is not None
         gen.stdout.readline()
         spy = subprocess.Popen(["py-spy", "record", "-p", str(shipper.pid), "-o", str(raw), "-f", "raw", "-r", "250",
-                                "--nonblocking", "--gil"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                "--nonblocking", *([] if ALL_THREADS else ["--gil"])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1.0)
         cpu0 = cpu_seconds(shipper.pid)
         gen.stdin.write(b"go\n")
@@ -112,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p_client.add_argument("option", choices=("span", "traced", "floor", "otel"))
     p_client.add_argument("--n", type=int, default=20_000)
     p_daemon = sub.add_parser("daemon")
-    p_daemon.add_argument("scenario", choices=("file", "otlp", "family3", "otlp_in"),
+    p_daemon.add_argument("scenario", choices=("file", "otlp", "family3", "otlp_in", "otlp_forward"),
                           help="socket -> file, socket -> otlp_http, socket -> otlp_http+phoenix+langfuse, "
                                "OTLP/HTTP in -> otlp_http")
     p_daemon.add_argument("--defaults", action="store_true", help="with the embedded default processors")

@@ -86,7 +86,8 @@ def render(result: dict[str, Any]) -> str:
         rows = [[name, v["us_per_span"], v["spans_per_cpu_s"], v["bytes_in_per_span"], v["bytes_out_per_span"],
                  v["rss_max_mb"]] for name, v in peer["variants"].items()]
         out.append(_table(["collector", "us CPU/span", "spans/CPU-s", "B in/span", "B out/span", "RSS MiB"], rows))
-        out.append(f"shipper / Rotel CPU per span: {peer['ratio_cpu_shipper_over_rotel']}")
+        out.append(f"shipper / Rotel CPU per span: {peer['ratio_cpu_shipper_over_rotel']} (forwarded as received); "
+                   f"{peer.get('ratio_cpu_converting_over_rotel')} (converted, conventions added)")
     bus = result.get("kafka")
     if bus:
         out.append(f"\nEdge -> Kafka -> gateway ({bus['n']} spans per encoding; {bus['settings']})")

@@ -63,8 +63,12 @@ def evaluate(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     peer = result.get("peer")
     if peer and not peer.get("skipped"):
         ratio = peer.get("ratio_cpu_shipper_over_rotel")
-        out["OTLP in -> OTLP out <= 1.5x Rotel CPU per span"] = _target(
+        out["OTLP in -> OTLP out <= 1.5x Rotel CPU per span (forwarded as received, as Rotel does)"] = _target(
             "<= 1.5", ratio, None if ratio is None else ratio <= 1.5, "peer.ratio_cpu_shipper_over_rotel")
+        converting = peer.get("ratio_cpu_converting_over_rotel")
+        if converting is not None:
+            out["OTLP in -> OTLP out, converted (conventions added), over Rotel: for information"] = _target(
+                "none", converting, None, "peer.ratio_cpu_converting_over_rotel")
     soak = result.get("soak")
     if soak:
         t = soak["transports"]
