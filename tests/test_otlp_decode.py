@@ -68,7 +68,7 @@ def reference(body: bytes) -> tuple[list[dict[str, Any]], list[Reject]]:
         try:
             records.append(validate(ref.to_record(otel)))
         except RecordError as exc:
-            rejects.append(Reject(exc.reason, exc.detail, otlp_intake._excerpt(pb, LIMIT)))
+            rejects.append(Reject(exc.reason, exc.detail, decode.excerpt(pb, LIMIT)))
     return records, rejects
 
 
