@@ -2,7 +2,10 @@
 
 `batches()` drains what is already waiting without awaiting (cheap under load), waits with a deadline
 only when the stream is empty, and yields an empty batch every `idle_tick` seconds of silence so its
-consumer can run timers (tail-sampling decisions) without a second task.
+consumer can run timers (tail-sampling decisions) without a second task. A batch holding an item someone
+waits on (`waited(item)`: an OTLP sender expecting its answer) is yielded once the stream is empty, without
+waiting for more: the sender's next request cannot come before that answer, so waiting would only add
+`max_delay` to every request it sends.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ async def batches(
     max_delay: float,
     size_of: Callable[[T], tuple[int, int]],
     idle_tick: float | None = None,
+    waited: Callable[[T], bool] | None = None,
 ) -> AsyncIterator[list[T]]:
     """Yield lists of stream items; `size_of(item)` gives its (count, bytes). Ends when the stream closes."""
     while True:
@@ -41,6 +45,7 @@ async def batches(
             continue
         batch: list[T] = [first]
         count, size = size_of(first)
+        urgent = waited is not None and waited(first)
         deadline = anyio.current_time() + max_delay
         ended = False
         while count < max_items and size < max_bytes:
@@ -50,9 +55,13 @@ async def batches(
                 ended = True
                 break
             except anyio.WouldBlock:
+                if urgent:
+                    break
                 item, ended = await _receive_until(stream, deadline)
                 if item is _NOTHING:
                     break
+            if waited is not None and not urgent:
+                urgent = waited(item)
             batch.append(item)
             n, b = size_of(item)
             count += n

@@ -376,6 +376,7 @@ class Pipeline:
                     max_delay=settings.max_delay,
                     size_of=lambda item: (item[1].count, item[1].size),
                     idle_tick=max(settings.max_delay, 0.05),
+                    waited=lambda item: getattr(item[0], "answers_senders", False),
                 )) as stream:
                     async for batch in stream:
                         await self._handle(batch)

@@ -52,3 +52,27 @@ async def test_delay_closes_a_partial_batch_and_idle_ticks_are_empty() -> None:
         await send.send(5)
     assert seen[0] == [5]
     assert seen[1:] == [[], []]
+
+
+async def test_a_waited_item_goes_without_waiting_for_more() -> None:
+    """An item a sender waits on (an OTLP request) is yielded with what is already waiting, not after
+    max_delay; items nobody waits on still wait for company."""
+    send, receive = anyio.create_memory_object_stream[int](10)
+    seen: list[list[int]] = []
+    async with anyio.create_task_group() as tg:
+        async def consume() -> None:
+            async for batch in batches(receive, max_items=10, max_bytes=1 << 20, max_delay=30, size_of=sizes,
+                                       waited=lambda item: item % 2 == 1):
+                seen.append(batch)
+                if len(seen) == 2:
+                    tg.cancel_scope.cancel()
+        send.send_nowait(2)
+        send.send_nowait(3)  # waited on: the batch [2, 3] goes as soon as the stream is empty
+        tg.start_soon(consume)
+        await anyio.wait_all_tasks_blocked()
+        await anyio.sleep(0.05)
+        await send.send(4)  # nobody waits on it: held for max_delay (30 s), until 5 comes, which is waited on
+        await anyio.sleep(0.05)
+        assert len(seen) == 1
+        await send.send(5)
+    assert seen == [[2, 3], [4, 5]]
