@@ -107,6 +107,26 @@ def test_sdk_requests_reach_the_backend_byte_for_byte(backend: OTLPServer, daemo
     wait_for(lambda: daemon.status()["exporters"]["up"].get("exported") == 3)
 
 
+def test_grpc_requests_are_forwarded_too(backend: OTLPServer, daemons: list[Daemon]) -> None:
+    """The otlp_grpc receiver forwards as otlp_http does: the SDK's gRPC exporter's request reaches the
+    OTLP/HTTP backend as the bytes it sent."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GRPCExporter
+
+    daemon = _daemon(backend.url)
+    daemon.config["receivers"] = {"grpc": {"type": "otlp_grpc", "endpoint": "127.0.0.1:0"}}
+    daemon.set_config().start()
+    daemons.append(daemon)
+    spans = _sdk_spans(2)
+    exporter = GRPCExporter(endpoint=f"127.0.0.1:{daemon.status()['receivers']['grpc']['port']}", insecure=True)
+    try:
+        assert exporter.export(spans).name == "SUCCESS"
+    finally:
+        exporter.shutdown()
+    (got,) = backend.wait_for_requests(1)
+    assert got.body == _request(spans)
+    assert daemon.status()["pipeline"]["forwarded"] == 2
+
+
 def test_requests_queued_together_are_joined_into_one_body(backend: OTLPServer, daemons: list[Daemon]) -> None:
     """Two requests taken in one batch go in one POST whose body is the two joined: one valid request
     holding the spans of both."""
