@@ -138,8 +138,9 @@ def render(status: Mapping[str, Any], rate_figures: Mapping[str, Any] | None, in
     pipeline = status.get("pipeline") or {}
     per_second = (rate_figures or {}).get("pipeline", {}).get("intake", {})
     over = f" (rates over the last {interval:.0f}s)" if interval else ""
-    lines.append(f"pipeline: received {pipeline.get('received', 0)}, processed {pipeline.get('processed', 0)}, "
-                 f"{_rate(per_second.get('received'))}/s in{over}")
+    forwarded = f" (forwarded as received {pipeline['forwarded']})" if pipeline.get("forwarded") else ""
+    lines.append(f"pipeline: received {pipeline.get('received', 0)}, processed {pipeline.get('processed', 0)}"
+                 f"{forwarded}, {_rate(per_second.get('received'))}/s in{over}")
     rows: list[list[Any]] = []
     places: list[str] = []
     for section, label in (("receivers", "receiver"), ("processors", "processor"), ("exporters", "exporter")):

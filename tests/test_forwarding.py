@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from support import Daemon, wait_for
 
 from shipper.otlp import forward
+from shipper.status_text import render
 from shipper.testing import OTLPServer, Reply
 
 PROTOBUF = {"content-type": "application/x-protobuf"}
@@ -104,6 +105,7 @@ def test_sdk_requests_reach_the_backend_byte_for_byte(backend: OTLPServer, daemo
     assert all(not any(k.startswith("llm.") for k in s["attributes"]) for s in got.spans)  # nothing added
     status = daemon.status()
     assert status["pipeline"]["forwarded"] == 3 and status["pipeline"]["received"] == 3
+    assert "forwarded as received 3" in render(status, None, None)  # `shipper status` says so
     wait_for(lambda: daemon.status()["exporters"]["up"].get("exported") == 3)
 
 
