@@ -160,5 +160,5 @@ def measure(n: int, latency_n: int, latency_rate: float, timeout: float, log: Ca
     if one and three:
         ratios["fanout_cpu_family3/otlp"] = round(three / one, 3)
     return {"n": n, "scenarios": scenarios, "ratios": ratios, "latency": latency, "latency_short_batches": latency_short,
-            "settings": "daemon defaults (intake batch max_delay 200ms; exporter batch 2048 spans / 1s; "
+            "settings": "daemon defaults (intake batch max_delay 200ms; exporter batch 512 spans, 2048 for HTTP exporters, / 1s; "
                         "queue fsync interval; gzip protobuf)"}

@@ -305,6 +305,10 @@ def build_exporter_config(cls: type, data: Any, path: str, problems: list[str]) 
     data = dict(data) if isinstance(data, dict) else data
     delivery_data = {key: data.pop(key) for key in _DELIVERY_KEYS if key in data} if isinstance(data, dict) else {}
     delivery = build_dataclass(DeliveryConfig, delivery_data, path, problems) or DeliveryConfig()
+    spans = getattr(cls, "default_batch_spans", None)
+    batch = delivery_data.get("batch")
+    if spans is not None and not (isinstance(batch, dict) and "max_spans" in batch):
+        delivery.batch.max_spans = spans  # this exporter type's own default
     return build_dataclass(cls, data, path, problems, also_known=_DELIVERY_KEYS), delivery
 
 

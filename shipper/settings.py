@@ -32,13 +32,10 @@ __all__ = [
 class BatchConfig:
     """An exporter's batches: sent when full by span count, bytes or delay, whichever comes first.
 
-    2048 spans (about 1.6 MB of LLM spans, within `max_bytes`): each request costs the daemon a fixed
-    share of CPU (HTTP, gzip set-up, the queue's acknowledgement), so larger batches send the same spans
-    for less. Against 512, in alternating runs: socket -> otlp_http with the default processors 24.9-26.2k
-    against 21.4-22.5k spans per CPU-second; forwarding OTLP about 6.2 against 7.9 us per span; the file
-    exporter unchanged (49.5-51.5k against 51.5-52.4k)."""
+    An exporter type may send larger batches by default (`default_batch_spans` on its `Config`: the HTTP
+    exporters, see `shipper.exporters.http.HTTPCommon`)."""
 
-    max_spans: int = field(default=2048, metadata={"min": 1})
+    max_spans: int = field(default=512, metadata={"min": 1})
     max_bytes: ByteSize = field(default=4 * MiB, metadata={"min": 1024})
     max_delay: Duration = field(default=1.0, metadata={"min": 0})
 
@@ -46,9 +43,8 @@ class BatchConfig:
 @dataclass(kw_only=True)
 class IntakeBatchConfig(BatchConfig):
     """The top-level `batch`: received records processed together. It waits less than an exporter's
-    batch, since what it holds is not yet durable (the exporters' queues are), and holds fewer spans."""
+    batch, since what it holds is not yet durable (the exporters' queues are)."""
 
-    max_spans: int = field(default=512, metadata={"min": 1})
     max_delay: Duration = field(default=0.2, metadata={"min": 0})
 
 

@@ -228,3 +228,18 @@ def test_positions_survive_env_substitution_and_anchors(monkeypatch: pytest.Monk
     monkeypatch.setenv("SHP_TIMEOUT", "3s")
     config = parse_config(BASE + "batch:\n  max_spans: 5\nshutdown_timeout: ${SHP_TIMEOUT}\n", "cfg.yaml")
     assert config.settings.shutdown_timeout == 3.0
+
+
+def test_http_exporters_batch_2048_spans_unless_told_and_others_512() -> None:
+    """An exporter type's own batch default (HTTP exporters send 2048 spans a request); a `batch.max_spans`
+    in the config wins, and the class-level default is not a key a config may set."""
+    from shipper.errors import ConfigError
+    from shipper.testing import build_exporter
+
+    assert build_exporter("otlp_http", {})[1].batch.max_spans == 2048
+    assert build_exporter("phoenix", {})[1].batch.max_spans == 2048
+    assert build_exporter("otlp_http", {"batch": {"max_spans": 100}})[1].batch.max_spans == 100
+    assert build_exporter("otlp_http", {"batch": {"max_delay": "2s"}})[1].batch.max_spans == 2048
+    assert build_exporter("file", {})[1].batch.max_spans == 512
+    with pytest.raises(ConfigError, match="default_batch_spans"):
+        build_exporter("otlp_http", {"default_batch_spans": 5})

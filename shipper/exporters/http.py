@@ -35,7 +35,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import anyio
 import httpx
@@ -86,6 +86,14 @@ class HTTPCommon(ExporterCommon):
 
     compression: Literal["gzip", "none"] = "gzip"
     max_request_bytes: ByteSize = field(default=4 * 1024 * 1024, metadata={"min": 1024})
+
+    default_batch_spans: ClassVar[int] = 2048
+    """`batch.max_spans` unless set (others' default is 512): each request costs the daemon a fixed share
+    of CPU (HTTP, gzip set-up, the queue's acknowledgement), so larger batches send the same spans for
+    less. Against 512, in alternating runs: socket -> otlp_http with the default processors 24.9-26.2k
+    against 21.4-22.5k spans per CPU-second; forwarding OTLP about 6.2 against 7.9 us per span. (The file
+    exporter got slower with 2048, 73.7k against 81k spans per CPU-second, so it keeps 512.) A batch of
+    2048 LLM spans is about 1.6 MB of NDJSON, inside `max_bytes` and `max_request_bytes`."""
 
     def check_url(self, key: str, value: str) -> list[str]:
         """`key: problem` when `value` is not an http(s) URL."""
