@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import anyio
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -372,4 +373,33 @@ async def test_the_records_kept_for_the_worker_are_bounded(tmp_path: Path, monke
     assert taken[-1] is batches[2][-1]  # kept: the object put
     assert taken[0] is not batches[1][0]  # forgotten: decoded from disk
     assert q._fresh == {} and q._fresh_bytes == 0
+    await q.aclose()
+
+
+async def test_a_forwarded_request_is_one_record_read_back_as_it_was_put(tmp_path: Path) -> None:
+    """An OTLP request kept as it came: taken from memory just after the put, from the segment (checked)
+    after a reopen, between NDJSON records in order, and decoded into records when asked for spans."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    message = ExportTraceServiceRequest()
+    scope = message.resource_spans.add().scope_spans.add()
+    for i in range(3):
+        scope.spans.add(trace_id=bytes(15) + b"\x01", span_id=bytes(7) + bytes([i + 1]), name=f"f{i}",
+                        start_time_unix_nano=1, end_time_unix_nano=2)
+    body = message.SerializeToString()
+    q = await make(tmp_path)
+    await q.put([span(0)])
+    await q.put_forwarded(body, 3)
+    await q.put([span(1)])
+    items = await q.take(100, 1 << 20, 0)
+    assert [(item.forwarded, item.count) for item in items] == [(False, 1), (True, 3), (False, 1)]
+    assert items[1].payload == body
+    await q.aclose()
+    q = await make(tmp_path)  # nothing acknowledged: all of it again, read from the segment
+    again = await q.take(100, 1 << 20, 0)
+    assert [item.payload for item in again][1] == body and again[1].forwarded
+    assert [s["name"] for s in again[1].spans] == ["f0", "f1", "f2"]
+    assert [orjson.loads(line)["name"] for line in again[1].ndjson.split(b"\n")] == ["f0", "f1", "f2"]
+    q.ack(again)
+    assert q.statistics()["queue_items"] == 0
     await q.aclose()
