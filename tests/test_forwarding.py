@@ -264,3 +264,34 @@ def test_check_refuses_text_that_is_not_utf8_and_what_is_not_a_request() -> None
     assert forward.check(b"\x0a\x05abc", 512) == 0
     assert forward.check(b'{"resourceSpans": []}', 512) == 0
     assert forward.check(b"", 512) == 0
+
+
+# -- the exporter's side --------------------------------------------------------------------------------
+
+
+async def test_export_forwarded_joins_within_max_request_bytes_and_splits_a_413_by_span() -> None:
+    """Requests go joined while the body fits `max_request_bytes`, else in parts; a single request the
+    backend answers 413 for is sent again as its spans, converted (and split further on another 413)."""
+    from shipper.testing import build_exporter
+
+    requests = [(_request(_sdk_spans(3)), 3) for _ in range(4)]
+    size = len(requests[0][0])
+    with OTLPServer() as server:
+        exporter, _, _ = build_exporter("otlp_http", {"endpoint": server.url, "forward_otlp": True,
+                                                      "max_request_bytes": max(1024, size * 2 + 1)})
+        try:
+            await exporter.export_forwarded(requests, [])
+            bodies = [r.body for r in server.wait_for_requests(2)]
+            assert b"".join(bodies) == b"".join(body for body, _ in requests)
+            assert len(bodies) == 2 and all(len(b) <= size * 2 for b in bodies)
+
+            server.clear()
+            server.script(Reply.status(413, b"too large"))
+            one = _request(_sdk_spans(2))
+            await exporter.export_forwarded([(one, 2)], [])
+            refused, converted = server.wait_for_requests(2)
+            assert refused.body == one
+            assert sorted(s["name"] for s in converted.spans) == ["chat", "request"]
+            assert "llm.model_name" in next(s for s in converted.spans if s["name"] == "chat")["attributes"]
+        finally:
+            await exporter.aclose()

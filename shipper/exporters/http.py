@@ -305,7 +305,8 @@ class HTTPExporter:
             await self._send_requests(requests[half:])
             return
         records, _ = forward.decode(body, MAX_RECORD_BYTES)  # one request too large: split as its records
-        await self._send(None, records)
+        if records:
+            await self._send(None, records)
 
     async def _ship(self, body: bytes, headers: dict[str, str], n_spans: int) -> bool:
         """gzip (under `compression: gzip`), skip what was already delivered, POST; False on a 413 for a
