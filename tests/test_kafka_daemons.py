@@ -391,3 +391,27 @@ def test_a_record_too_large_for_any_message_is_counted_once_even_through_retries
         assert sorted(got) == sorted(r["span_id"] for r in small)
     finally:
         broker.cleanup()
+
+
+def test_a_forwarding_gateway_sends_the_edges_messages_on_as_they_came(daemon_factory: Any,
+                                                                       kafka_broker: Any) -> None:
+    """A gateway whose only exporter forwards (docs/forwarding.md) sends the edge's otlp_proto messages
+    on unread: every span arrives once, as the edge encoded it (its OpenInference attributes, shipper's
+    scope), counted as forwarded, and the offsets are committed."""
+    topic, group = unique("fwd"), unique("gw")
+    with OTLPServer() as sink:
+        gw = gateway(daemon_factory, kafka_broker, topic, group)
+        gw.config["exporters"] = {"otlp": {"type": "otlp_http", "endpoint": sink.url, "forward_otlp": True,
+                                           "retry": FAST_RETRY, "batch": {"max_delay": "20ms"}}}
+        gw.set_config().start()
+        wait_assigned([gw])
+        the_edge = edge(daemon_factory, kafka_broker, topic).start()
+        sent = spans(20, 3, kind="llm", llm={"model": "m1"})
+        send(the_edge, sent)
+        want = span_ids(sent)
+        wait_for(lambda: want <= {x["span_id"] for x in sink.spans()}, 30, 0.1, "every span at the OTLP sink")
+        got = sink.spans()
+        assert len(got) == len(sent)
+        assert all(s["attributes"].get("llm.model_name") == "m1" for s in got)  # the edge's encoding
+        assert gw.status()["pipeline"]["forwarded"] == len(sent)
+        wait_for(lambda: bus(gw)["lag"] == 0, 10, 0.1, "the committed offsets to reach the end")

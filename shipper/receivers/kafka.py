@@ -10,7 +10,9 @@ Messages are decoded by `encoding` (`auto`, the default, tells them apart: `{` a
 OTLP/JSON, other `{` is shipper's record_v1 NDJSON, anything else OTLP protobuf): OTLP goes through the
 same decode path as the otlp_http receiver, record_v1 through the same line decoder as the spool. A message
 that cannot be decoded, or a span in it that is not a valid record, is counted and set aside in the
-rejected-records log with its reason; the partition moves on past it.
+rejected-records log with its reason; the partition moves on past it. When the pipeline forwards OTLP
+(docs/forwarding.md: no processors, every exporter `forward_otlp: true`), OTLP protobuf messages that pass
+`shipper.otlp.forward.check` are handed over as they came, joined, instead of decoded.
 
 The commit contract (component.py): each poll yields one intake per partition whose mark is the offset
 after its last message. The pipeline calls `commit(mark)` once those records are in every exporter's
@@ -42,6 +44,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from shipper.component import Context, Deliver, Intake
 from shipper.errors import RecordError
 from shipper.kafka import KafkaConnection, client_settings, describe_error
+from shipper.otlp import forward
 from shipper.otlp.decode import from_request, to_record
 from shipper.receivers.otlp_http import parse_json
 from shipper.record import Record, Reject, decode_payload, validate
@@ -242,17 +245,32 @@ class KafkaReceiver:
         records: list[Record] = []
         rejects: list[Reject] = []
         size = 0
+        forwarding = self.ctx.forwarding() if self.ctx.forwarding is not None else None
+        bodies: list[bytes] = []  # otlp_proto messages handed over as they came (docs/forwarding.md)
+        forwarded = forwarded_bytes = 0
         for message in messages:
-            got, bad = decode_message(message.value, self.config.encoding, self.ctx.max_record_bytes)
+            value = message.value
+            if forwarding is not None and value and len(value) <= forwarding[1] - forwarded_bytes and (
+                    self.config.encoding == "otlp_proto"
+                    or (self.config.encoding == "auto" and _kind(value) == "otlp_proto")):
+                count = forward.check(value, forwarding[0] - forwarded)
+                if count:
+                    bodies.append(value)
+                    forwarded += count
+                    forwarded_bytes += len(value)
+                    size += len(value)
+                    continue
+            got, bad = decode_message(value, self.config.encoding, self.ctx.max_record_bytes)
             records.extend(got)
             rejects.extend(Reject(r.reason, f"{tp.topic}/{tp.partition}@{message.offset}: {r.detail}", r.line)
                            for r in bad)
             size += len(message.value or b"")
         end = messages[-1].offset + 1
         part.position = end
-        self.counters.add("received", len(records))
+        self.counters.add("received", len(records) + forwarded)
         self.counters.add("messages", len(messages))
-        return Intake(records, rejects, (tp, end, part.epoch), f"{self.ctx.name} {tp.topic}/{tp.partition}", size)
+        return Intake(records, rejects, (tp, end, part.epoch), f"{self.ctx.name} {tp.topic}/{tp.partition}", size,
+                      b"".join(bodies), forwarded)
 
     async def _deliver(self, deliver: Deliver, intake: Intake) -> None:
         with anyio.move_on_after(self.config.pause_after) as scope:
