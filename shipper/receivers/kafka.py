@@ -39,15 +39,14 @@ from typing import Any, Literal
 
 import anyio
 from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from shipper.component import Context, Deliver, Intake
-from shipper.errors import RecordError
 from shipper.kafka import KafkaConnection, client_settings, describe_error
 from shipper.otlp import forward
-from shipper.otlp.decode import from_request, to_record
+from shipper.otlp.decode import decode_spans
 from shipper.receivers.otlp_http import parse_json
-from shipper.record import Record, Reject, decode_payload, validate
+from shipper.receivers.otlp_intake import decode_body
+from shipper.record import Record, Reject, decode_payload
 from shipper.values import ByteSize, Duration
 
 __all__ = ["KafkaReceiver", "decode_message"]
@@ -86,17 +85,6 @@ class KafkaReceiverConfig(KafkaConnection):
         return problems
 
 
-def _otlp_records(message: ExportTraceServiceRequest) -> tuple[list[Record], list[Reject]]:
-    records: list[Record] = []
-    rejects: list[Reject] = []
-    for otel, pb in from_request(message):
-        try:
-            records.append(validate(to_record(otel)))
-        except RecordError as exc:
-            rejects.append(Reject(exc.reason, exc.detail, pb.SerializeToString()[:1024]))
-    return records, rejects
-
-
 def _kind(value: bytes) -> str:
     head = value[:256].lstrip()
     if head.startswith(b"{"):
@@ -111,14 +99,16 @@ def decode_message(value: bytes | None, encoding: Encoding, max_record_bytes: in
     kind = _kind(value) if encoding == "auto" else encoding
     if kind == "record_v1":
         return decode_payload(value, max_record_bytes)
-    try:
-        message = parse_json(value) if kind == "otlp_json" else ExportTraceServiceRequest.FromString(value)
+    try:  # protobuf: the otlp receivers' fast decoder, parsing and decoding in one
+        if kind != "otlp_json":
+            return decode_body(value, max_record_bytes)
+        message = parse_json(value)
     except (DecodeError, ValueError, TypeError) as exc:
         return [], [Reject(f"undecodable_{kind}", f"not an OTLP ExportTraceServiceRequest ({kind}): "
                                                   f"{str(exc)[:200]}", value[:1024])]
     except Exception as exc:  # protobuf's JSON parser raises its own ParseError (a ValueError) and others
         return [], [Reject(f"undecodable_{kind}", f"{type(exc).__name__}: {str(exc)[:200]}", value[:1024])]
-    return _otlp_records(message)
+    return decode_spans(message, max_record_bytes)
 
 
 class _Partition:
