@@ -3,6 +3,7 @@ a real OTel SDK sender and a real OTLP/HTTP backend that decodes what it gets.""
 
 from __future__ import annotations
 
+import signal
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -195,6 +196,25 @@ def test_queued_requests_survive_kill_9_and_a_config_that_stops_forwarding(backe
     got = backend.wait_for_spans(3)
     assert sorted(s["span_id"] for s in got) == sorted(format(s.context.span_id, "016x") for s in spans)
     assert "llm.model_name" in next(s for s in got if s["name"] == "chat")["attributes"]
+
+
+def test_a_reload_that_stops_forwarding_sends_what_is_queued_converted(backend: OTLPServer,
+                                                                        daemons: list[Daemon]) -> None:
+    """SIGHUP with forward_otlp turned off and a live backend: the requests queued meanwhile go out as
+    records, and new requests are converted from then on."""
+    daemon = _daemon(f"http://127.0.0.1:{_closed_port()}").start()
+    daemons.append(daemon)
+    _post(_url(daemon), _request(_sdk_spans(2)))
+    wait_for(lambda: daemon.status()["exporters"]["up"].get("queued") == 2)
+    daemon.config["exporters"]["up"].update(endpoint=backend.url, forward_otlp=False)
+    daemon.set_config()
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: daemon.status()["pipeline"].get("reloads") == 1, timeout=20)
+    _post(_url(daemon), _request(_sdk_spans(2)))
+    got = backend.wait_for_spans(4)
+    assert all("llm.model_name" in s["attributes"] for s in got if s["name"] == "chat")
+    assert daemon.status()["pipeline"]["forwarded"] == 2  # the first request only
 
 
 def test_a_refused_forwarded_batch_is_dead_lettered_as_records(daemons: list[Daemon]) -> None:
