@@ -33,6 +33,7 @@ from typing import Any
 
 import orjson
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from shipper.errors import RecordError
@@ -42,7 +43,7 @@ from shipper.otlp.messages import genai_messages_from, oi_messages_from
 from shipper.otlp.text import parse_json
 from shipper.record import KINDS, MAX_KEY_CHARS, Record, Reject, validate
 
-__all__ = ["OTelSpan", "clean_attributes", "clean_value", "decode_spans", "excerpt", "from_request", "lift", "to_record"]
+__all__ = ["MAX_GROUPS", "OTelSpan", "check_groups", "clean_attributes", "clean_value", "decode_spans", "excerpt", "from_request", "lift", "to_record"]
 
 SCOPE_NAME, SCOPE_VERSION = "otel.scope.name", "otel.scope.version"
 OTEL_KINDS = ("internal", "internal", "server", "client", "producer", "consumer")
@@ -531,6 +532,26 @@ def key_values(items: Iterable[Any]) -> dict[str, Any]:
         which = value.WhichOneof("value")
         out[kv.key] = getattr(value, which) if which in scalars else any_value(value)
     return out
+
+
+MAX_GROUPS = 10_000
+"""ResourceSpans and ScopeSpans one request may hold together (an SDK sends one of each; a collector one
+per service it batches)."""
+
+
+def check_groups(request: Any) -> None:
+    """Raise protobuf's `DecodeError` when `request` holds more than `MAX_GROUPS` ResourceSpans and
+    ScopeSpans: each costs Python time to visit even when empty, and 16 MiB of empty ones held the event
+    loop for 15.7 s with nothing to decode."""
+    groups = len(request.resource_spans)
+    if groups <= MAX_GROUPS:
+        for resource_spans in request.resource_spans:
+            groups += len(resource_spans.scope_spans)
+            if groups > MAX_GROUPS:
+                break
+    if groups > MAX_GROUPS:
+        raise DecodeError(f"it holds more than {MAX_GROUPS} ResourceSpans and ScopeSpans together; send "
+                          "the spans of one resource and scope in one of each")
 
 
 def from_request(request: Any) -> Iterable[tuple[OTelSpan, Any]]:

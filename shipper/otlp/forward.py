@@ -20,7 +20,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from shipper.otlp.decode import decode_spans
+from shipper.otlp.decode import check_groups, decode_spans
 from shipper.record import Record, Reject
 
 __all__ = ["MARK", "check", "decode", "is_forwarded"]
@@ -44,6 +44,7 @@ def check(body: bytes, max_spans: int) -> int:
         return 0
     try:
         message = ExportTraceServiceRequest.FromString(body)
+        check_groups(message)
     except DecodeError:
         return 0  # the decoding path says why
     count = 0

@@ -43,7 +43,7 @@ from google.protobuf.message import DecodeError
 from shipper.component import Context, Deliver, Intake
 from shipper.kafka import KafkaConnection, client_settings, describe_error
 from shipper.otlp import forward
-from shipper.otlp.decode import decode_spans
+from shipper.otlp.decode import check_groups, decode_spans
 from shipper.receivers.otlp_http import parse_json
 from shipper.receivers.otlp_intake import decode_body
 from shipper.record import Record, Reject, decode_payload
@@ -103,6 +103,7 @@ def decode_message(value: bytes | None, encoding: Encoding, max_record_bytes: in
         if kind != "otlp_json":
             return decode_body(value, max_record_bytes)
         message = parse_json(value)
+        check_groups(message)
     except (DecodeError, ValueError, TypeError) as exc:
         return [], [Reject(f"undecodable_{kind}", f"not an OTLP ExportTraceServiceRequest ({kind}): "
                                                   f"{str(exc)[:200]}", value[:1024])]

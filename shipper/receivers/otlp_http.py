@@ -58,6 +58,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from shipper.component import Context, Deliver, Intake
 from shipper.errors import ConfigError
+from shipper.otlp.decode import check_groups
 from shipper.otlp.wire import varint
 from shipper.receivers import grpc_hint
 from shipper.receivers.otlp_intake import decode_spans, export_response, grpc_endpoints, read_body
@@ -460,6 +461,7 @@ class OTLPHTTPReceiver:
         if is_json:
             try:
                 message = parse_json(body)
+                check_groups(message)
             except (ValueError, DecodeError, json_format.ParseError, orjson.JSONDecodeError) as exc:
                 raise _Refused(400, f"the body is not a readable OTLP/JSON ExportTraceServiceRequest: "
                                     f"{str(exc)[:200]}", json=True) from exc

@@ -52,6 +52,7 @@ from shipper.otlp.decode import (
     STATUS_CODES,
     ResourceFields,
     build_record,
+    check_groups,
     clean_attributes,
     decode_spans,
     key_values,
@@ -98,11 +99,14 @@ def decode_body(body: bytes, max_record_bytes: int) -> tuple[list[Record], list[
         except DecodeError:
             pass  # the standard parser below says why (or, never seen, reads it)
         else:
+            check_groups(message)
             try:
                 return _fast_records(message), []
             except (_Unusual, RecordError, UnicodeDecodeError, IndexError, struct.error):
                 pass
-    return decode_spans(ExportTraceServiceRequest.FromString(body), max_record_bytes)
+    message = ExportTraceServiceRequest.FromString(body)
+    check_groups(message)
+    return decode_spans(message, max_record_bytes)
 
 
 def read_body(body: bytes, ctx: Context) -> tuple[list[Record], list[Reject], int]:
