@@ -218,8 +218,9 @@ class DiskQueue:
         self._appended = anyio.Event()
         self._freed = anyio.Event()
         self._closed = True
-        # The spans of the records just appended, as they were put, by position: the worker that takes
-        # such a record (usually moments later) gets them without decoding its payload again. Records are
+        # The spans of the records just appended, as they were put (or a forwarded request's bytes), by
+        # position: the worker that takes such a record (usually moments later) gets them without
+        # decoding (or reading back) its payload again. Records are
         # read-only past the queue, so these are the very records it holds; bounded by FRESH_BYTES
         # (oldest first), popped when taken, so a lagging or retrying worker decodes as before.
         self._fresh: OrderedDict[Position, tuple[list[Record] | bytes, int]] = OrderedDict()  # (spans, payload bytes)
@@ -383,27 +384,26 @@ class DiskQueue:
         if lines is None:
             spans, lines = self._encoded(spans)
         for start, end in self._chunks(lines):
-            payload = b"\n".join(lines[start:end])
-            count = end - start
-            record = encode_record(payload, count, now)
-            if not await self._make_room(len(record), count):
-                continue
-            position = self._append(record, count)
-            if position is not None:
-                self._keep_fresh(position, spans[start:end], len(payload))
+            await self._put_record(b"\n".join(lines[start:end]), end - start, now, spans[start:end])
         if self.config.fsync == "always" and self._dirty:
             await self.sync()
 
     async def put_forwarded(self, body: bytes, count: int) -> None:
         """Append an OTLP request of `count` spans as one record, its payload the request as it came
         (shipper.otlp.forward); returns once it is in the segment file."""
-        record = encode_record(body, count, int(time.time() * 1000))
-        if await self._make_room(len(record), count):
-            position = self._append(record, count)
-            if position is not None:
-                self._keep_fresh(position, body, len(body))
+        await self._put_record(body, count, int(time.time() * 1000), body)
         if self.config.fsync == "always" and self._dirty:
             await self.sync()
+
+    async def _put_record(self, payload: bytes, count: int, now: int, kept: list[Record] | bytes) -> None:
+        """Append one record when `when_full` lets it in, keeping `kept` (its spans, or a forwarded
+        request's bytes) for the worker that takes it next (`_fresh`)."""
+        record = encode_record(payload, count, now)
+        if not await self._make_room(len(record), count):
+            return
+        position = self._append(record, count)
+        if position is not None:
+            self._keep_fresh(position, kept, len(payload))
 
     def _encoded(self, spans: list[Record]) -> tuple[list[Record], list[bytes]]:
         """(the spans that JSON can hold, their lines); the others are dropped as `unencodable`."""
