@@ -426,10 +426,10 @@ class Pipeline:
                 forwarded.append(intake)
         if forwarded:
             forwarded = self._forwardable(forwarded, records)
-        spans = len(records) + sum(intake.otlp_spans for intake in forwarded)
-        self.counters.add("received", spans)
-        if forwarded:
-            self.counters.add("forwarded", spans - len(records))
+        forwarded_spans = sum(intake.otlp_spans for intake in forwarded)
+        self.counters.add("received", len(records) + forwarded_spans)
+        if forwarded_spans:
+            self.counters.add("forwarded", forwarded_spans)
         shown: list[Record] = []  # `shipper tail` sees forwarded spans too, decoded only for it
         if forwarded and (self.raw_taps or self.taps):
             limit = self.settings.max_record_bytes
@@ -449,7 +449,7 @@ class Pipeline:
                 await sink.put(list(processed) if len(self.sinks) > 1 else processed, lines)
             for intake in forwarded:
                 await sink.put_forwarded(intake.otlp, intake.otlp_spans)
-        self.counters.add("processed", len(processed) + spans - len(records))
+        self.counters.add("processed", len(processed) + forwarded_spans)
         marks: list[tuple[Receiver, Any]] = []
         for receiver, intake in batch:
             if intake.mark is None:

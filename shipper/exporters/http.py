@@ -292,11 +292,8 @@ class HTTPExporter:
     async def _send_requests(self, requests: list[tuple[bytes, int]]) -> None:
         body = requests[0][0] if len(requests) == 1 else b"".join(request for request, _ in requests)
         spans = sum(count for _, count in requests)
-        if len(body) > self.config.max_request_bytes and len(requests) > 1:
-            sent = False
-        else:
-            sent = await self._ship(body, self.headers(None), spans)
-        if sent:
+        if (len(body) <= self.config.max_request_bytes or len(requests) == 1) and await self._ship(
+                body, self.headers(None), spans):
             return
         self._stats["splits"] += 1
         if len(requests) > 1:
