@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -61,6 +62,10 @@ from shipper.sink import QueuedSink
 from shipper.stats import Stats, process_rss_bytes
 
 __all__ = ["Pipeline"]
+
+SLICE_SPANS = 8192
+"""Records processed and queued in one stretch of the event loop: a batch of more (one big OTLP request)
+is taken in slices, with the loop free in between."""
 
 log = logging.getLogger("shipper.pipeline")
 
@@ -437,19 +442,20 @@ class Pipeline:
         for tap in self.raw_taps:
             tap(records + shown if shown else records)
         chain = self.chain  # one chain per batch, so a reload swaps between batches
-        processed = chain(records) if records else records
-        for tap in self.taps:
-            tap(processed + shown if shown else processed)
-        sinks = self.sinks.values()
-        lines = None
-        if processed and sum(getattr(sink, "passes_through", False) for sink in sinks) > 1:
-            lines = encode_lines(processed)  # once for every exporter without processors of its own
-        for sink in sinks:
-            if processed:
-                await sink.put(list(processed) if len(self.sinks) > 1 else processed, lines)
+        processed = 0
+        for start in range(0, len(records), SLICE_SPANS):
+            if start:  # a big request's records: the event loop runs between slices
+                await anyio.lowlevel.checkpoint()
+            part = records if len(records) <= SLICE_SPANS else records[start:start + SLICE_SPANS]
+            processed += await self._queue_slice(chain, part, shown)
+            shown = []
+        for sink in self.sinks.values():
             for intake in forwarded:
                 await sink.put_forwarded(intake.otlp, intake.otlp_spans)
-        self.counters.add("processed", len(processed) + forwarded_spans)
+        if shown:
+            for tap in self.taps:
+                tap(shown)
+        self.counters.add("processed", processed + forwarded_spans)
         marks: list[tuple[Receiver, Any]] = []
         for receiver, intake in batch:
             if intake.mark is None:
@@ -461,6 +467,22 @@ class Pipeline:
         if marks or self._deferred:
             self._deferred.append((time.monotonic(), marks))
         await self._commit_ready()
+
+    async def _queue_slice(self, chain: Chain, records: list[Record], shown: list[Record]) -> int:
+        """Process `records` and put them in every exporter's queue; `shown`: forwarded spans the taps
+        see beside them. Returns how many came out of the processors."""
+        processed = chain(records)
+        for tap in self.taps:
+            tap(processed + shown if shown else processed)
+        if not processed:
+            return 0
+        sinks = self.sinks.values()
+        lines = None
+        if sum(getattr(sink, "passes_through", False) for sink in sinks) > 1:
+            lines = encode_lines(processed)  # once for every exporter without processors of its own
+        for sink in sinks:
+            await sink.put(list(processed) if len(self.sinks) > 1 else processed, lines)
+        return len(processed)
 
     async def _commit_ready(self) -> None:
         """Commit the receivers' marks of the batches no processor still holds spans of.

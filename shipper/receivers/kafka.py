@@ -45,7 +45,7 @@ from shipper.kafka import KafkaConnection, client_settings, describe_error
 from shipper.otlp import forward
 from shipper.otlp.decode import check_groups, decode_spans
 from shipper.receivers.otlp_http import parse_json
-from shipper.receivers.otlp_intake import decode_body
+from shipper.receivers.otlp_intake import decode_body, off_loop
 from shipper.record import Record, Reject, decode_payload
 from shipper.values import ByteSize, Duration
 
@@ -230,14 +230,28 @@ class KafkaReceiver:
                     part = self._partitions.get(tp)
                     if part is None or not messages:
                         continue  # revoked meanwhile: the next owner reads these again
-                    await self._deliver(deliver, self._intake(tp, part, messages))
+                    await self._deliver(deliver, await self._intake(tp, part, messages))
 
-    def _intake(self, tp: Any, part: _Partition, messages: list[Any]) -> Intake:
+    async def _intake(self, tp: Any, part: _Partition, messages: list[Any]) -> Intake:
+        """The intake of one poll of one partition, read in a worker thread when its messages are big
+        (`off_loop`), so that no poll holds the event loop."""
+        forwarding = self.ctx.forwarding() if self.ctx.forwarding is not None else None
+        size = sum(len(message.value or b"") for message in messages)
+        records, rejects, bodies, forwarded = await off_loop(size, self.counters, self._read, tp, messages, forwarding)
+        end = messages[-1].offset + 1
+        part.position = end
+        self.counters.add("received", len(records) + forwarded)
+        self.counters.add("messages", len(messages))
+        return Intake(records, rejects, (tp, end, part.epoch), f"{self.ctx.name} {tp.topic}/{tp.partition}", size,
+                      b"".join(bodies), forwarded)
+
+    def _read(self, tp: Any, messages: list[Any], forwarding: tuple[int, int] | None,
+              ) -> tuple[list[Record], list[Reject], list[bytes], int]:
+        """(records, rejects, otlp_proto messages handed over as they came (docs/forwarding.md), their
+        span count) of `messages`; touches nothing shared, so it may run in a worker thread."""
         records: list[Record] = []
         rejects: list[Reject] = []
-        size = 0
-        forwarding = self.ctx.forwarding() if self.ctx.forwarding is not None else None
-        bodies: list[bytes] = []  # otlp_proto messages handed over as they came (docs/forwarding.md)
+        bodies: list[bytes] = []
         forwarded = forwarded_bytes = 0
         for message in messages:
             value = message.value
@@ -249,19 +263,12 @@ class KafkaReceiver:
                     bodies.append(value)
                     forwarded += count
                     forwarded_bytes += len(value)
-                    size += len(value)
                     continue
             got, bad = decode_message(value, self.config.encoding, self.ctx.max_record_bytes)
             records.extend(got)
             rejects.extend(Reject(r.reason, f"{tp.topic}/{tp.partition}@{message.offset}: {r.detail}", r.line)
                            for r in bad)
-            size += len(message.value or b"")
-        end = messages[-1].offset + 1
-        part.position = end
-        self.counters.add("received", len(records) + forwarded)
-        self.counters.add("messages", len(messages))
-        return Intake(records, rejects, (tp, end, part.epoch), f"{self.ctx.name} {tp.topic}/{tp.partition}", size,
-                      b"".join(bodies), forwarded)
+        return records, rejects, bodies, forwarded
 
     async def _deliver(self, deliver: Deliver, intake: Intake) -> None:
         with anyio.move_on_after(self.config.pause_after) as scope:

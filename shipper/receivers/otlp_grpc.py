@@ -39,7 +39,7 @@ from shipper.receivers.otlp_intake import (
     Handover,
     export_response,
     grpc_endpoints,
-    read_body,
+    read_body_off_loop,
 )
 from shipper.values import ByteSize, Duration
 
@@ -180,7 +180,7 @@ class OTLPGRPCReceiver:
         unreadable: str | None = None
         try:
             try:  # parsed and decoded in one: DecodeError comes from the parsing only
-                records, rejects, forwarded = read_body(body, self.ctx)
+                records, rejects, forwarded = await read_body_off_loop(body, self.ctx, self.counters)
             except DecodeError as exc:
                 unreadable = f"the body is not a readable OTLP ExportTraceServiceRequest: {str(exc)[:200]}"
             else:

@@ -61,7 +61,14 @@ from shipper.errors import ConfigError
 from shipper.otlp.decode import check_groups
 from shipper.otlp.wire import varint
 from shipper.receivers import grpc_hint
-from shipper.receivers.otlp_intake import decode_spans, export_response, grpc_endpoints, read_body
+from shipper.receivers.otlp_intake import (
+    decode_spans,
+    export_response,
+    grpc_endpoints,
+    off_loop,
+    read_body_off_loop,
+)
+from shipper.record import Record, Reject
 from shipper.values import ByteSize, Duration
 
 __all__ = ["OTLPHTTPReceiver", "parse_endpoint"]
@@ -459,17 +466,11 @@ class OTLPHTTPReceiver:
             raise _Refused(415, f"content encoding {encoding!r} is not supported; send gzip or identity",
                            json=is_json)
         if is_json:
-            try:
-                message = parse_json(body)
-                check_groups(message)
-            except (ValueError, DecodeError, json_format.ParseError, orjson.JSONDecodeError) as exc:
-                raise _Refused(400, f"the body is not a readable OTLP/JSON ExportTraceServiceRequest: "
-                                    f"{str(exc)[:200]}", json=True) from exc
-            records, rejects = decode_spans(message, self.ctx.max_record_bytes)
+            records, rejects = await off_loop(len(body), self.counters, _read_json, body, self.ctx.max_record_bytes)
             forwarded = 0
         else:
             try:  # parsed and decoded in one: DecodeError comes from the parsing only
-                records, rejects, forwarded = read_body(body, self.ctx)
+                records, rejects, forwarded = await read_body_off_loop(body, self.ctx, self.counters)
             except DecodeError as exc:
                 raise _Refused(400, f"the body is not a readable OTLP protobuf ExportTraceServiceRequest: "
                                     f"{str(exc)[:200]}") from exc
@@ -503,6 +504,17 @@ class OTLPHTTPReceiver:
         if not inflater.eof:
             raise _Refused(400, "the gzip body is truncated", json=json)
         return out
+
+
+def _read_json(body: bytes, max_record_bytes: int) -> tuple[list[Record], list[Reject]]:
+    """The records and rejects of an OTLP/JSON body; `_Refused` (400) when it is not a request."""
+    try:
+        message = parse_json(body)
+        check_groups(message)
+    except (ValueError, DecodeError, json_format.ParseError, orjson.JSONDecodeError) as exc:
+        raise _Refused(400, f"the body is not a readable OTLP/JSON ExportTraceServiceRequest: "
+                            f"{str(exc)[:200]}", json=True) from exc
+    return decode_spans(message, max_record_bytes)
 
 
 def _header(request: h11.Request, name: bytes) -> str:

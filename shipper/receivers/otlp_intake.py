@@ -30,7 +30,8 @@ from __future__ import annotations
 import logging
 import math
 import struct
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import anyio
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -60,8 +61,8 @@ from shipper.otlp.decode import (
 from shipper.record import MAX_KEY_CHARS, Record, Reject, validate
 from shipper.stats import Counters
 
-__all__ = ["HANDOVER_WAIT", "RETRY_AFTER", "Busy", "Handover", "Receipt", "decode_body", "decode_spans",
-           "export_response", "grpc_endpoints", "read_body"]
+__all__ = ["HANDOVER_WAIT", "RETRY_AFTER", "THREAD_BODY_BYTES", "Busy", "Handover", "Receipt", "decode_body",
+           "decode_spans", "export_response", "grpc_endpoints", "off_loop", "read_body", "read_body_off_loop"]
 
 log = logging.getLogger("shipper.receivers.otlp_intake")
 
@@ -69,6 +70,15 @@ HANDOVER_WAIT = 1.0
 """Seconds a request may wait for room in the daemon's intake before it is answered "unavailable"."""
 RETRY_AFTER = 1
 """Seconds the "unavailable" answer asks the sender to wait before it retries."""
+
+THREAD_BODY_BYTES = 512 * 1024
+"""Request bodies larger than this are read in a worker thread (`off_loop`), so one big request cannot
+hold the event loop: 16 MiB of tiny spans take about 1.7 s to decode, 512 KiB at most about 50 ms.
+Smaller ones are read in the loop, where handing them to a thread would cost more than it spares."""
+_READERS = 2
+"""Big requests read at once; more wait their turn (each holds its body and its records meanwhile)."""
+_limiter: anyio.CapacityLimiter | None = None
+T = TypeVar("T")
 
 grpc_endpoints: list[str] = []
 """`host:port` of each otlp_grpc receiver bound in this process, for otlp_http's answer to a gRPC client."""
@@ -120,6 +130,24 @@ def read_body(body: bytes, ctx: Context) -> tuple[list[Record], list[Reject], in
             return [], [], count
     records, rejects = decode_body(body, ctx.max_record_bytes)
     return records, rejects, 0
+
+
+async def read_body_off_loop(body: bytes, ctx: Context, counters: Counters) -> tuple[list[Record], list[Reject], int]:
+    """`read_body`, in a worker thread when `body` is over `THREAD_BODY_BYTES` (`off_loop`)."""
+    return await off_loop(len(body), counters, read_body, body, ctx)
+
+
+async def off_loop(size: int, counters: Counters, read: Callable[..., T], *args: Any) -> T:
+    """`read(*args)`, in a worker thread when the body it reads is over `THREAD_BODY_BYTES` (counted
+    `read_in_thread`). The thread still takes turns for the GIL with the event loop, which so goes on
+    serving other senders, the control socket and the exporters."""
+    if size <= THREAD_BODY_BYTES:
+        return read(*args)
+    global _limiter
+    if _limiter is None:
+        _limiter = anyio.CapacityLimiter(_READERS)
+    counters.add("read_in_thread")
+    return await anyio.to_thread.run_sync(read, *args, limiter=_limiter)
 
 
 def export_response(rejects: list[Reject]) -> ExportTraceServiceResponse:
