@@ -191,6 +191,34 @@ def test_a_message_written_as_the_collector_writes_it_is_consumed_right(lone_gat
     assert record["attributes"]["user.tier"] == "gold"
 
 
+def test_a_big_message_is_read_in_a_worker_thread_every_span_arrives(lone_gateway: Any, kafka_broker: Any) -> None:
+    """A poll over THREAD_BODY_BYTES (one 600 KB OTLP message) is decoded off the event loop."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from shipper.receivers.otlp_intake import THREAD_BODY_BYTES
+
+    daemon, topic = lone_gateway
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    trace_id = uuid.uuid4().bytes
+    for i in range(1000):
+        span = scope.spans.add(trace_id=trace_id, span_id=(i + 1).to_bytes(8, "big"), name="op",
+                               start_time_unix_nano=1_000, end_time_unix_nano=2_000)
+        span.attributes.add(key="note", value={"string_value": "y" * 520})
+    body = request.SerializeToString()
+    assert THREAD_BODY_BYTES < len(body) < 1_000_000
+    produce(kafka_broker.address, topic, [body], partition=1)
+
+    def arrived() -> list[dict[str, Any]]:
+        found = [r for r in daemon.records() if r["trace_id"] == trace_id.hex()]
+        return found if len(found) >= 1000 else []
+
+    got = wait_for(arrived, 30, 0.1, "the big message's 1000 spans")
+    assert sorted(int(r["span_id"], 16) for r in got) == list(range(1, 1001))
+    assert all(r["attributes"]["note"] == "y" * 520 for r in got)
+    assert daemon.status()["receivers"]["bus"]["read_in_thread"] >= 1
+
+
 def test_a_malformed_message_is_set_aside_without_stalling_its_partition(lone_gateway: Any,
                                                                          kafka_broker: Any) -> None:
     daemon, topic = lone_gateway
