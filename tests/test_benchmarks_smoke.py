@@ -114,3 +114,16 @@ def test_soak_smoke_run_counts_every_span_per_transport() -> None:
     assert 0 < soak["rss_peak_mb"] < 512
     assert {"soak: 0 lost from spool", "soak: 0 lost from otlp"} <= result["targets"].keys()
     assert "Soak:" in done.stdout
+
+
+def test_stage_cost_and_loop_stall_run_and_report_every_figure() -> None:
+    """The two standalone measurements the closing notes cite run on their own, small (no timing asserted)."""
+    stages = subprocess.run([sys.executable, "-m", "benchmarks.stage_cost", "--n", "2048", "--repeat", "1"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert stages.returncode == 0, stages.stderr
+    assert all(label in stages.stdout for label in ("decode_payload", "redact", "encode phoenix", "gzip level 1",
+                                                    "socket -> otlp_http, stages", "three OTLP exporters"))
+    stall = subprocess.run([sys.executable, "-m", "benchmarks.loop_stall", "--spans", "20000", "--rounds", "1"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert stall.returncode == 0, stall.stderr
+    assert "longest status answer, request in flight" in stall.stdout and "20000 spans" in stall.stdout

@@ -1,0 +1,129 @@
+"""CPU per span of each stage of the daemon's socket paths, in-process: `python -m benchmarks.stage_cost`.
+
+What `benchmarks run --parts daemon` measures whole, taken apart on the benchmark's LLM span
+(`benchmarks.workload.sample_record`), best of `--repeat` runs over `--n` spans, in us of CPU per span.
+Each stage is what the daemon runs for it (`decode_payload`, the default `redact` and `truncate`,
+`orjson.dumps` of the queue line, `request_bytes` with otlp_http's, Phoenix's and Langfuse's encoders,
+gzip level 1), beside the library calls it cannot do without (`recv_into` of one datagram,
+`orjson.loads`), so the part a compiled piece could take is plain: the budget of a target
+(1e6 / spans per CPU-second) against the sum of the stages its path runs. The asyncio scheduling,
+batching and queue bookkeeping between the stages come on top (the daemon part's figure minus this sum).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import random
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from benchmarks.workload import sample_record
+from shipper.component import Context
+from shipper.otlp.encode import Encoder
+from shipper.otlp.semconv import genai_attributes, openinference_attributes
+from shipper.otlp.wire import request_bytes
+from shipper.processors.redact import RedactConfig, RedactProcessor
+from shipper.processors.truncate import TruncateConfig, TruncateProcessor
+from shipper.record import decode_payload
+from shipper.stats import Counters
+
+BATCH = 2048
+"""Spans per exporter request: the HTTP exporters' `batch.max_spans` default."""
+
+
+def _records(n: int) -> list[dict[str, Any]]:
+    rng = random.Random(1)
+    now = time.time_ns()
+    out = [sample_record(rng, now + i) for i in range(n)]
+    for rec in out:  # what the socket receiver adds
+        rec["resource"] = {**(rec.get("resource") or {}), "process.pid": 1234, "process.real_user.id": 1000}
+    return out
+
+
+def _recv_cost(lines: list[bytes]) -> Callable[[], None]:
+    """One `recv_into` per datagram from a SOCK_SEQPACKET pair, as the socket receiver reads."""
+    def run() -> None:
+        left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with left, right:
+            left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 * 1024 * 1024)
+            right.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+            buffer = memoryview(bytearray(1 << 20))
+            for start in range(0, len(lines), 256):  # what fits in the buffers at once
+                for line in lines[start:start + 256]:
+                    left.send(line)
+                started = time.process_time()
+                for _ in lines[start:start + 256]:
+                    right.recv_into(buffer, 0, socket.MSG_TRUNC)
+                run.spent += time.process_time() - started  # type: ignore[attr-defined]
+    run.spent = 0.0  # type: ignore[attr-defined]
+    return run
+
+
+def measure(n: int, repeat: int) -> dict[str, float]:
+    """us of CPU per span of each stage."""
+    records = _records(n)
+    lines = [orjson.dumps(rec, option=orjson.OPT_APPEND_NEWLINE) for rec in records]
+    ctx = Context("bench", Path(tempfile.mkdtemp(prefix="shsc")), Counters())
+    redact = RedactProcessor(RedactConfig(builtin=["secrets"]), ctx)
+    truncate = TruncateProcessor(TruncateConfig(max_value_bytes=64 * 1024), ctx)
+    encoders = {"otlp_http": Encoder((genai_attributes, openinference_attributes)),
+                "phoenix": Encoder((openinference_attributes,)),
+                "langfuse": Encoder((genai_attributes, openinference_attributes))}
+    batches = [records[i:i + BATCH] for i in range(0, n, BATCH)]
+    bodies = [request_bytes(encoders["otlp_http"], batch, parts=None) for batch in batches]
+    stages: dict[str, Callable[[], Any]] = {
+        "recv_into (library)": _recv_cost(lines),
+        "orjson.loads (library)": lambda: [orjson.loads(line) for line in lines],
+        "decode_payload (loads + validate)": lambda: [decode_payload(line, 1 << 24) for line in lines],
+        "redact (default secrets)": lambda: [redact(batch) for batch in batches],
+        "truncate (64 KiB)": lambda: [truncate(batch) for batch in batches],
+        "queue line (orjson.dumps)": lambda: [orjson.dumps(rec) for rec in records],
+        **{f"encode {name}": (lambda e=encoder: [request_bytes(e, batch, parts=None) for batch in batches])
+           for name, encoder in encoders.items()},
+        "gzip level 1": lambda: [gzip.compress(body, compresslevel=1, mtime=0) for body in bodies],
+    }
+    out: dict[str, float] = {}
+    for label, stage in stages.items():
+        best = float("inf")
+        for _ in range(repeat):
+            if hasattr(stage, "spent"):
+                stage.spent = 0.0  # type: ignore[attr-defined]
+                stage()
+                spent = stage.spent  # type: ignore[attr-defined]
+            else:
+                started = time.process_time()
+                stage()
+                spent = time.process_time() - started
+            best = min(best, spent)
+        out[label] = best / n * 1e6
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.stage_cost", description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=BATCH * 8)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args(argv)
+    costs = measure(args.n, args.repeat)
+    for label, cost in costs.items():
+        print(f"{label:36s} {cost:7.2f} us/span")
+    receive = (costs["recv_into (library)"] + costs["decode_payload (loads + validate)"]
+               + costs["redact (default secrets)"] + costs["truncate (64 KiB)"] + costs["queue line (orjson.dumps)"])
+    send = costs["encode otlp_http"] + costs["gzip level 1"]
+    print(f"socket -> file, stages:      {receive:6.2f} us/span (target 100k/CPU-s: 10.00)")
+    print(f"socket -> otlp_http, stages: {receive + send:6.2f} us/span (target 50k/CPU-s: 20.00)")
+    family = send + costs["encode phoenix"] + costs["encode langfuse"] + 2 * costs["gzip level 1"]
+    print(f"three OTLP exporters / one, stages: {(receive + family) / (receive + send):4.2f} (target 1.50)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
