@@ -1,7 +1,9 @@
 """CPU per span of each stage of the daemon's socket paths, in-process: `python -m benchmarks.stage_cost`.
 
 What `benchmarks run --parts daemon` measures whole, taken apart on the benchmark's LLM span
-(`benchmarks.workload.sample_record`), best of `--repeat` runs over `--n` spans, in us of CPU per span.
+(`benchmarks.workload.sample_record`), best of `--repeat` runs over `--n` spans taken a batch of 2048
+at a time (each batch's output let go before the next, as in the daemon: a stage run over every span at
+once holding all its output pays the garbage collector's visits to it too), in us of CPU per span.
 Each stage is what the daemon runs for it (`decode_payload`, the default `redact` and `truncate`,
 `orjson.dumps` of the queue line, `request_bytes` with otlp_http's, Phoenix's and Langfuse's encoders,
 gzip level 1), beside the library calls it cannot do without (`recv_into` of one datagram,
@@ -79,16 +81,26 @@ def measure(n: int, repeat: int) -> dict[str, float]:
                 "langfuse": Encoder((genai_attributes, openinference_attributes))}
     batches = [records[i:i + BATCH] for i in range(0, n, BATCH)]
     bodies = [request_bytes(encoders["otlp_http"], batch, parts=None) for batch in batches]
+    line_batches = [lines[i:i + BATCH] for i in range(0, n, BATCH)]
+
+    def each(stage: Callable[[Any], Any], parts: list[Any]) -> Callable[[], None]:
+        """`stage` over one batch at a time, its output let go before the next (the daemon's working set)."""
+        def run() -> None:
+            for part in parts:
+                stage(part)
+        return run
+
     stages: dict[str, Callable[[], Any]] = {
         "recv_into (library)": _recv_cost(lines),
-        "orjson.loads (library)": lambda: [orjson.loads(line) for line in lines],
-        "decode_payload (loads + validate)": lambda: [decode_payload(line, 1 << 24) for line in lines],
-        "redact (default secrets)": lambda: [redact(batch) for batch in batches],
-        "truncate (64 KiB)": lambda: [truncate(batch) for batch in batches],
-        "queue line (orjson.dumps)": lambda: [orjson.dumps(rec) for rec in records],
-        **{f"encode {name}": (lambda e=encoder: [request_bytes(e, batch, parts=None) for batch in batches])
+        "orjson.loads (library)": each(lambda part: [orjson.loads(line) for line in part], line_batches),
+        "decode_payload (loads + validate)": each(lambda part: [decode_payload(line, 1 << 24) for line in part],
+                                                  line_batches),
+        "redact (default secrets)": each(redact, batches),
+        "truncate (64 KiB)": each(truncate, batches),
+        "queue line (orjson.dumps)": each(lambda part: [orjson.dumps(rec) for rec in part], batches),
+        **{f"encode {name}": each(lambda part, e=encoder: request_bytes(e, part, parts=None), batches)
            for name, encoder in encoders.items()},
-        "gzip level 1": lambda: [gzip.compress(body, compresslevel=1, mtime=0) for body in bodies],
+        "gzip level 1": each(lambda body: gzip.compress(body, compresslevel=1, mtime=0), bodies),
     }
     out: dict[str, float] = {}
     for label, stage in stages.items():
