@@ -5,8 +5,8 @@ What `benchmarks run --parts daemon` measures whole, taken apart on the benchmar
 at a time (each batch's output let go before the next, as in the daemon: a stage run over every span at
 once holding all its output pays the garbage collector's visits to it too), in us of CPU per span.
 Each stage is what the daemon runs for it (`decode_payload`, the default `redact` and `truncate`,
-`orjson.dumps` of the queue line, `request_bytes` with otlp_http's, Phoenix's and Langfuse's encoders,
-gzip level 1), beside the library calls it cannot do without (`recv_into` of one datagram,
+`orjson.dumps` of the queue line, the `body` of the otlp_http, phoenix and langfuse exporters on their
+defaults, gzip level 1), beside the library calls it cannot do without (`recv_into` of one datagram,
 `orjson.loads`), so the part a compiled piece could take is plain: the budget of a target
 (1e6 / spans per CPU-second) against the sum of the stages its path runs. The asyncio scheduling,
 batching and queue bookkeeping between the stages come on top (the daemon part's figure minus this sum).
@@ -29,13 +29,15 @@ import orjson
 
 from benchmarks.workload import sample_record
 from shipper.component import Context
-from shipper.otlp.encode import Encoder
-from shipper.otlp.semconv import genai_attributes, openinference_attributes
-from shipper.otlp.wire import request_bytes
+from shipper.exporters import langfuse, otlp_http, phoenix
+from shipper.exporters.http import HTTPExporter
+from shipper.otlp import wire
+from shipper.otlp.encode import group_by_project
 from shipper.processors.redact import RedactConfig, RedactProcessor
 from shipper.processors.truncate import TruncateConfig, TruncateProcessor
 from shipper.record import decode_payload
 from shipper.stats import Counters
+from shipper.values import Secret
 
 BATCH = 2048
 """Spans per exporter request: the HTTP exporters' `batch.max_spans` default."""
@@ -50,9 +52,26 @@ def _records(n: int) -> list[dict[str, Any]]:
     return out
 
 
-def _recv_cost(lines: list[bytes]) -> Callable[[], None]:
-    """One `recv_into` per datagram from a SOCK_SEQPACKET pair, as the socket receiver reads."""
-    def run() -> None:
+def _exporters(ctx: Context) -> dict[str, HTTPExporter]:
+    """The three OTLP-family exporters on their defaults (nothing is sent: only `body` is called)."""
+    return {"otlp_http": otlp_http.OTLPHTTPExporter(otlp_http.Config(endpoint="http://127.0.0.1:9"), ctx),
+            "phoenix": phoenix.PhoenixExporter(phoenix.Config(), ctx),
+            "langfuse": langfuse.LangfuseExporter(
+                langfuse.Config(public_key="pk-lf-bench", secret_key=Secret("sk-lf-bench")), ctx)}
+
+
+def _bodies(exporter: HTTPExporter, batch: list[dict[str, Any]]) -> list[bytes]:
+    """The request bodies `exporter` makes of `batch`, as its `export` does (trace-wide fields filled in,
+    one request per project)."""
+    groups = group_by_project(wire.trace_wide(batch), exporter.default_project)
+    return [exporter.body(spans, project) for project, spans in groups.items()]
+
+
+def _recv_cost(lines: list[bytes]) -> Callable[[], float]:
+    """One `recv_into` per datagram from a SOCK_SEQPACKET pair, as the socket receiver reads; returns
+    the CPU seconds of the reads alone (not of the sends that fill the pair)."""
+    def run() -> float:
+        spent = 0.0
         left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with left, right:
             left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 * 1024 * 1024)
@@ -64,8 +83,8 @@ def _recv_cost(lines: list[bytes]) -> Callable[[], None]:
                 started = time.process_time()
                 for _ in lines[start:start + 256]:
                     right.recv_into(buffer, 0, socket.MSG_TRUNC)
-                run.spent += time.process_time() - started  # type: ignore[attr-defined]
-    run.spent = 0.0  # type: ignore[attr-defined]
+                spent += time.process_time() - started
+        return spent
     return run
 
 
@@ -76,11 +95,9 @@ def measure(n: int, repeat: int) -> dict[str, float]:
     ctx = Context("bench", Path(tempfile.mkdtemp(prefix="shsc")), Counters())
     redact = RedactProcessor(RedactConfig(builtin=["secrets"]), ctx)
     truncate = TruncateProcessor(TruncateConfig(max_value_bytes=64 * 1024), ctx)
-    encoders = {"otlp_http": Encoder((genai_attributes, openinference_attributes)),
-                "phoenix": Encoder((openinference_attributes,)),
-                "langfuse": Encoder((genai_attributes, openinference_attributes))}
+    exporters = _exporters(ctx)
     batches = [records[i:i + BATCH] for i in range(0, n, BATCH)]
-    bodies = [request_bytes(encoders["otlp_http"], batch, parts=None) for batch in batches]
+    bodies = [body for batch in batches for body in _bodies(exporters["otlp_http"], batch)]
     line_batches = [lines[i:i + BATCH] for i in range(0, n, BATCH)]
 
     def each(stage: Callable[[Any], Any], parts: list[Any]) -> Callable[[], None]:
@@ -90,7 +107,7 @@ def measure(n: int, repeat: int) -> dict[str, float]:
                 stage(part)
         return run
 
-    stages: dict[str, Callable[[], Any]] = {
+    stages: dict[str, Callable[[], float | None]] = {  # a stage that times itself returns its CPU seconds
         "recv_into (library)": _recv_cost(lines),
         "orjson.loads (library)": each(lambda part: [orjson.loads(line) for line in part], line_batches),
         "decode_payload (loads + validate)": each(lambda part: [decode_payload(line, 1 << 24) for line in part],
@@ -98,23 +115,17 @@ def measure(n: int, repeat: int) -> dict[str, float]:
         "redact (default secrets)": each(redact, batches),
         "truncate (64 KiB)": each(truncate, batches),
         "queue line (orjson.dumps)": each(lambda part: [orjson.dumps(rec) for rec in part], batches),
-        **{f"encode {name}": each(lambda part, e=encoder: request_bytes(e, part, parts=None), batches)
-           for name, encoder in encoders.items()},
+        **{f"encode {name}": each(lambda part, e=exporter: _bodies(e, part), batches)
+           for name, exporter in exporters.items()},
         "gzip level 1": each(lambda body: gzip.compress(body, compresslevel=1, mtime=0), bodies),
     }
     out: dict[str, float] = {}
     for label, stage in stages.items():
         best = float("inf")
         for _ in range(repeat):
-            if hasattr(stage, "spent"):
-                stage.spent = 0.0  # type: ignore[attr-defined]
-                stage()
-                spent = stage.spent  # type: ignore[attr-defined]
-            else:
-                started = time.process_time()
-                stage()
-                spent = time.process_time() - started
-            best = min(best, spent)
+            started = time.process_time()
+            own = stage()
+            best = min(best, own if own is not None else time.process_time() - started)
         out[label] = best / n * 1e6
     return out
 
