@@ -108,6 +108,26 @@ def test_invalid_span_is_answered_in_partial_success_and_set_aside(grpc_daemon) 
     assert "grpc 127.0.0.1:" in text  # the peer is the source
 
 
+def test_a_big_request_is_read_in_a_worker_thread_and_every_span_arrives(grpc_daemon) -> None:
+    """A request over THREAD_BODY_BYTES is decoded off the event loop (`read_in_thread`), all its spans queued."""
+    from shipper.receivers.otlp_intake import THREAD_BODY_BYTES
+
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for i in range(1000):
+        span = scope.spans.add(trace_id=b"\x21" * 16, span_id=(i + 1).to_bytes(8, "big"), name="big",
+                               start_time_unix_nano=1, end_time_unix_nano=2)
+        span.attributes.add(key="note", value={"string_value": "z" * 540})
+    body = request.SerializeToString()
+    assert THREAD_BODY_BYTES < len(body) < 4 * 1024 * 1024  # within gRPC's default message size
+    before = grpc_daemon.status()["receivers"]["grpc"].get("read_in_thread", 0)
+    answer = ExportTraceServiceResponse.FromString(_call(grpc_daemon.grpc_port, EXPORT, body))
+    assert answer.partial_success.rejected_spans == 0
+    got = wait_records(grpc_daemon, 1000, trace_id="21" * 16)
+    assert sorted(int(r["span_id"], 16) for r in got) == list(range(1, 1001))
+    assert grpc_daemon.status()["receivers"]["grpc"]["read_in_thread"] == before + 1
+
+
 def test_unreadable_body_is_invalid_argument(grpc_daemon) -> None:
     """Bytes that are not an ExportTraceServiceRequest get INVALID_ARGUMENT saying so."""
     with pytest.raises(grpc.RpcError) as caught:
