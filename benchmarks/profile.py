@@ -26,8 +26,6 @@ from benchmarks.machine import ROOT, cpu_seconds
 from benchmarks.processes import ENV, Daemon, Sink, pin_app, wait_for
 from benchmarks.workload import recorder
 
-ALL_THREADS = False
-
 
 def client(option: str, n: int, top: int) -> None:
     daemon = Daemon({"file": {"type": "file"}}).start()
@@ -53,7 +51,7 @@ def client(option: str, n: int, top: int) -> None:
     print(out.getvalue())
 
 
-def daemon(scenario: str, n: int, top: int, defaults: bool = False) -> None:
+def daemon(scenario: str, n: int, top: int, defaults: bool = False, all_threads: bool = False) -> None:
     if shutil.which("py-spy") is None:
         raise SystemExit("py-spy is not installed: pip install py-spy")
     from benchmarks.throughput import DEFAULT_PROCESSORS, _family, _loadgen
@@ -77,7 +75,8 @@ def daemon(scenario: str, n: int, top: int, defaults: bool = False) -> None:
         assert gen.stdout is not None and gen.stdin is not None
         gen.stdout.readline()
         spy = subprocess.Popen(["py-spy", "record", "-p", str(shipper.pid), "-o", str(raw), "-f", "raw", "-r", "250",
-                                "--nonblocking", *([] if ALL_THREADS else ["--gil"])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                "--nonblocking", *([] if all_threads else ["--gil"])],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1.0)
         cpu0 = cpu_seconds(shipper.pid)
         gen.stdin.write(b"go\n")
@@ -118,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     p_daemon = sub.add_parser("daemon")
     p_daemon.add_argument("scenario", choices=("file", "otlp", "family3", "otlp_in", "otlp_forward"),
                           help="socket -> file, socket -> otlp_http, socket -> otlp_http+phoenix+langfuse, "
-                               "OTLP/HTTP in -> otlp_http")
+                               "OTLP/HTTP in -> otlp_http, the same forwarded as received")
     p_daemon.add_argument("--defaults", action="store_true", help="with the embedded default processors")
+    p_daemon.add_argument("--all-threads", action="store_true",
+                          help="sample every thread, not only the one holding the GIL (gzip, fsync, thread reads)")
     p_daemon.add_argument("--n", type=int, default=50_000)
     for p in (p_client, p_daemon):
         p.add_argument("--top", type=int, default=25)
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "client":
         client(args.option, args.n, args.top)
     else:
-        daemon(args.scenario, args.n, args.top, args.defaults)
+        daemon(args.scenario, args.n, args.top, args.defaults, args.all_threads)
     return 0
 
 
