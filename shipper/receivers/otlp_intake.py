@@ -73,8 +73,9 @@ RETRY_AFTER = 1
 
 THREAD_BODY_BYTES = 512 * 1024
 """Request bodies larger than this are read in a worker thread (`off_loop`), so one big request cannot
-hold the event loop: 16 MiB of tiny spans take about 1.7 s to decode, 512 KiB at most about 50 ms.
-Smaller ones are read in the loop, where handing them to a thread would cost more than it spares."""
+hold the event loop. Smaller ones are read in the loop, where handing them to a thread would cost more
+than it spares; the worst of them, 10,000 tiny spans in 508 KiB, holds it 48 to 71 ms
+(`python -m benchmarks.loop_stall --spans 10000`; 15 MiB of them held it 1.5 to 4 s before this)."""
 _READERS = 2
 """Big requests read at once; more wait their turn (each holds its body and its records meanwhile)."""
 _limiter: anyio.CapacityLimiter | None = None
